@@ -1,0 +1,38 @@
+# Bootstraps .venv from a fresh clone; `make run` serves, `make test` runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= data
+
+.PHONY: install install-test run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,spark,bench]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/trace-usage serve --data-dir $(DATA_DIR) --seed-sample
+
+test: install-test
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+bench: install-test
+	$(BIN)/trace-usage bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,116 @@
+"""Dated per-token prices and the reference's choice of price row per (call, model).
+
+For a call started at ``t`` using model ``m``, weave 0.53.6 ranks the rows of ``m`` that are
+either project-level for the request's project or default-level, by: not after ``t`` first,
+then project before default, then the latest ``effective_date``; the first of equal rows
+wins. That ranking is four lookups, done here as two as-of joins and two latest-row joins:
+the latest past project row, else the latest past default row, else (every row is in the
+future) the latest project row, else the latest default row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from engine import schema as s
+from engine.errors import InputDataError
+
+DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
+
+
+def load_price_csv(path: Path | str = DEFAULT_PRICES_CSV) -> pl.DataFrame:
+    """Default-level prices (``PRICE_SCHEMA``) from a CSV like ``data/llm_token_prices.csv``.
+
+    Examples
+    --------
+    >>> prices = load_price_csv()
+    >>> prices.columns[:3]
+    ['llm_id', 'pricing_level', 'pricing_level_id']
+    """
+    try:
+        raw = pl.read_csv(path, infer_schema_length=None)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise InputDataError(f"cannot read price table {path}: {err}") from err
+    missing = {s.LLM_ID, s.EFFECTIVE_DATE, s.PROMPT_PRICE, s.COMPLETION_PRICE} - set(raw.columns)
+    if missing:
+        raise InputDataError(f"price table {path} lacks columns {sorted(missing)}")
+    return raw.with_row_index(s.PRICE_SEQ).select(
+        pl.col(s.LLM_ID).cast(pl.String),
+        pl.lit(s.DEFAULT_LEVEL).alias(s.PRICING_LEVEL),
+        pl.lit(s.DEFAULT_LEVEL_ID).alias(s.PRICING_LEVEL_ID),
+        _optional(raw, s.PROVIDER_ID, pl.String, "default"),
+        pl.col(s.EFFECTIVE_DATE).str.to_datetime(time_zone="UTC", time_unit="us"),
+        *(_optional(raw, name, pl.Float64, 0.0) for name in s.PRICES),
+        pl.col(s.PRICE_SEQ).cast(pl.Int64),
+    )
+
+
+def _optional(raw: pl.DataFrame, name: str, dtype: pl.DataType, default: object) -> pl.Expr:
+    col = pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype)
+    return col.fill_null(default).alias(name)
+
+
+def attach_prices(
+    usage: pl.LazyFrame, started: pl.LazyFrame, prices: pl.LazyFrame, project_id: str
+) -> pl.LazyFrame:
+    """Add the chosen price row's ``seq`` and four prices to each (call, model) usage row.
+
+    ``usage`` has ``id`` and ``model``; ``started`` maps ``id`` to ``started_at``; rows
+    with no price for their model get nulls.
+    """
+    eligible = (
+        prices.filter(
+            (
+                (pl.col(s.PRICING_LEVEL) == s.PROJECT_LEVEL)
+                & (pl.col(s.PRICING_LEVEL_ID) == project_id)
+            )
+            | (
+                (pl.col(s.PRICING_LEVEL) == s.DEFAULT_LEVEL)
+                & (pl.col(s.PRICING_LEVEL_ID) == s.DEFAULT_LEVEL_ID)
+            )
+        )
+        .join(usage.select(pl.col(s.MODEL).alias(s.LLM_ID)).unique(), on=s.LLM_ID, how="semi")
+        .sort(s.PRICE_SEQ)
+        # equal rank keys: the reference keeps the first row it stored
+        .unique([s.PRICING_LEVEL, s.LLM_ID, s.EFFECTIVE_DATE], keep="first", maintain_order=True)
+    )
+    keys = usage.select(s.ID, s.MODEL).join(started, on=s.ID, how="left").sort(s.STARTED_AT)
+    picks = []
+    for level in (s.PROJECT_LEVEL, s.DEFAULT_LEVEL):
+        rows = eligible.filter(pl.col(s.PRICING_LEVEL) == level).select(
+            pl.col(s.LLM_ID).alias(s.MODEL), s.EFFECTIVE_DATE, s.PRICE_SEQ
+        )
+        past = keys.join_asof(
+            rows.sort(s.EFFECTIVE_DATE),
+            left_on=s.STARTED_AT,
+            right_on=s.EFFECTIVE_DATE,
+            by=s.MODEL,
+            strategy="backward",
+            check_sortedness=False,
+        ).select(s.ID, s.MODEL, pl.col(s.PRICE_SEQ).alias(f"past_{level}"))
+        latest = (
+            rows.sort([s.EFFECTIVE_DATE, s.PRICE_SEQ], descending=[True, False])
+            .unique(s.MODEL, keep="first")
+            .select(s.MODEL, pl.col(s.PRICE_SEQ).alias(f"latest_{level}"))
+        )
+        picks.append((past, latest))
+    chosen = keys.select(s.ID, s.MODEL)
+    for past, latest in picks:
+        chosen = chosen.join(past, on=[s.ID, s.MODEL], how="left").join(
+            latest, on=s.MODEL, how="left"
+        )
+    chosen = chosen.select(
+        s.ID,
+        s.MODEL,
+        pl.coalesce(
+            f"past_{s.PROJECT_LEVEL}",
+            f"past_{s.DEFAULT_LEVEL}",
+            f"latest_{s.PROJECT_LEVEL}",
+            f"latest_{s.DEFAULT_LEVEL}",
+        ).alias(s.PRICE_SEQ),
+    )
+    return usage.join(chosen, on=[s.ID, s.MODEL], how="left").join(
+        eligible.select(s.PRICE_SEQ, *s.PRICES), on=s.PRICE_SEQ, how="left"
+    )

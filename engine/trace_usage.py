@@ -1,0 +1,248 @@
+"""Orchestration of ``/trace/usage`` and ``/calls/usage``: select -> usage -> price -> roll up.
+
+Both endpoints answer from a frame of calls in :data:`engine.schema.CALL_SCHEMA` (eager or
+lazy). The selection is collected once; usage is read from a pre-extracted usage frame when
+the caller has one (the store does) and parsed from ``summary`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import polars as pl
+from pydantic import ValidationError
+
+from engine import schema as s
+from engine.client_rollup import drop_client_rollups
+from engine.errors import InputDataError, InvalidRequestError
+from engine.models import (
+    SUMMARY_USAGE_MODES,
+    CallsFilter,
+    CallsUsageReq,
+    Query,
+    SummaryUsageMode,
+    TraceUsageReq,
+)
+from engine.pricing import attach_prices, load_price_csv
+from engine.rollup import rollup
+from engine.selection import select_calls
+from engine.serialize import to_dict, to_json
+from engine.usage import normalize, usage_from_json
+
+Frame = pl.DataFrame | pl.LazyFrame
+_REQUIRED = (s.PROJECT_ID, s.ID, s.OP_NAME, s.STARTED_AT)
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    """An answer: per-call rolled-up usage rows plus the ids that are still running.
+
+    ``call_ids`` lists every call in the answer, in answer order; ``usage`` has one row per
+    (call, model) in :data:`engine.schema.RESULT_SCHEMA` (costs null unless requested).
+    """
+
+    call_ids: pl.Series
+    usage: pl.DataFrame
+    unfinished_call_ids: list[str]
+
+    def to_json(self) -> bytes:
+        """The response body, exactly as the HTTP endpoint sends it."""
+        return to_json(self.call_ids, self.usage, self.unfinished_call_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response as plain Python objects."""
+        return to_dict(self.call_ids, self.usage, self.unfinished_call_ids)
+
+
+@lru_cache(maxsize=1)
+def default_prices() -> pl.DataFrame:
+    """The shipped default price table (``data/llm_token_prices.csv``)."""
+    return load_price_csv()
+
+
+def price_table(project_rows: Frame | None = None, default: Frame | None = None) -> pl.DataFrame:
+    """Default rows then project rows (each in stored order) as one ``PRICE_SCHEMA`` frame."""
+    parts = [default if default is not None else default_prices()]
+    if project_rows is not None:
+        parts.append(project_rows)
+    frames = [s.conform(p.lazy(), s.PRICE_SCHEMA, "prices").collect() for p in parts]
+    return pl.concat(frames).drop(s.PRICE_SEQ).with_row_index(s.PRICE_SEQ).cast(s.PRICE_SCHEMA)
+
+
+def _parse(model: type, req: Any) -> Any:
+    if isinstance(req, model):
+        return req
+    try:
+        return model.model_validate(req)
+    except ValidationError as err:
+        raise InvalidRequestError(f"invalid {model.__name__}: {err}") from err
+
+
+def _mode(requested: str | None, default: str | None) -> SummaryUsageMode:
+    mode = requested or default or "own"
+    if mode not in SUMMARY_USAGE_MODES:
+        allowed = ", ".join(repr(m) for m in SUMMARY_USAGE_MODES)
+        raise InvalidRequestError(
+            f"summary_usage must be one of {allowed}, not {mode!r}", path="summary_usage"
+        )
+    return mode  # type: ignore[return-value]
+
+
+def _candidates(calls: Frame, project_id: str) -> pl.LazyFrame:
+    lf = calls.lazy()
+    have = lf.collect_schema()
+    missing = [c for c in _REQUIRED if c not in have]
+    if missing:
+        raise InputDataError(f"calls frame lacks required column {missing[0]!r}")
+    lf = s.conform(lf, s.CALL_SCHEMA, "calls")
+    return lf.filter(
+        pl.col(s.DELETED_AT).is_null(),
+        pl.col(s.PROJECT_ID) == project_id,
+        pl.col(s.OP_NAME).is_not_null(),
+        pl.col(s.STARTED_AT).is_not_null(),
+    )
+
+
+def _ordered(calls: pl.LazyFrame, limit: int) -> pl.LazyFrame:
+    calls = calls.sort(s.STARTED_AT, s.ID)
+    return calls.head(limit) if limit > 0 else calls
+
+
+def _compute(
+    selected: pl.DataFrame,
+    usage: Frame | None,
+    prices: Frame | None,
+    project_id: str,
+    include_costs: bool,
+    mode: SummaryUsageMode,
+) -> UsageResult:
+    if selected.get_column(s.ID).is_duplicated().any():
+        dup = selected.filter(pl.col(s.ID).is_duplicated()).get_column(s.ID)[0]
+        raise InputDataError(f"call id {dup!r} appears more than once in the calls frame")
+    if usage is None:
+        raw = usage_from_json(selected.select(s.ID, s.SUMMARY)).lazy()
+    else:
+        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage").join(
+            selected.lazy().select(s.ID), on=s.ID, how="semi"
+        )
+    tree = selected.lazy().select(s.ID, s.PARENT_ID)
+    if mode == "auto":
+        raw = drop_client_rollups(raw, tree)
+    rows = normalize(raw)
+    group_keys = [s.MODEL]
+    if include_costs:
+        table = price_table() if prices is None else prices.lazy()
+        started = selected.lazy().select(s.ID, s.STARTED_AT)
+        rows = attach_prices(rows, started, table.lazy(), project_id)
+        group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
+    summed = rollup(selected.select(s.ID, s.PARENT_ID), rows.collect(), group_keys)
+    unfinished = selected.filter(pl.col(s.ENDED_AT).is_null()).get_column(s.ID).sort().to_list()
+    return UsageResult(selected.get_column(s.ID), _price(summed, include_costs), unfinished)
+
+
+def _price(summed: pl.DataFrame, include_costs: bool) -> pl.DataFrame:
+    """Costs from exact token sums (one multiply per price row), then one row per model."""
+    if not include_costs:
+        return summed.select(
+            s.ID, s.MODEL, *s.TOKENS, *(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
+        )
+    price = {p: pl.col(p).fill_null(0.0) for p in s.PRICES}
+    billed_prompt = pl.col(s.PROMPT_TOKENS) - pl.col(s.CACHE_READ) - pl.col(s.CACHE_CREATION)
+    return (
+        summed.lazy()
+        .with_columns(
+            (billed_prompt * price[s.PROMPT_PRICE]).alias(s.PROMPT_COST),
+            (pl.col(s.COMPLETION_TOKENS) * price[s.COMPLETION_PRICE]).alias(s.COMPLETION_COST),
+            (pl.col(s.CACHE_READ) * price[s.CACHE_READ_PRICE]).alias(s.CACHE_READ_COST),
+            (pl.col(s.CACHE_CREATION) * price[s.CACHE_CREATION_PRICE]).alias(s.CACHE_CREATION_COST),
+        )
+        .group_by(s.ID, s.MODEL, maintain_order=True)
+        .agg(pl.col(c).sum() for c in s.METRICS)
+        .collect()
+    )
+
+
+def trace_usage(
+    calls: Frame,
+    req: TraceUsageReq | dict[str, Any],
+    *,
+    usage: Frame | None = None,
+    prices: Frame | None = None,
+    summary_usage: str | None = None,
+) -> UsageResult:
+    """Per-call usage, each call rolled up with its selected descendants (``/trace/usage``).
+
+    Parameters
+    ----------
+    calls
+        Calls in :data:`engine.schema.CALL_SCHEMA`; missing optional columns read as null.
+    req
+        A ``TraceUsageReq`` or its JSON-shaped dict.
+    usage
+        Raw usage rows (:data:`engine.schema.USAGE_SCHEMA`) already extracted from the
+        calls' summaries; parsed from ``calls.summary`` when omitted.
+    prices
+        A price table in :data:`engine.schema.PRICE_SCHEMA`; default: the shipped table.
+    summary_usage
+        Default for ``req.summary_usage``: ``"own"`` (as Weave) or ``"auto"``.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    >>> calls = pl.DataFrame({
+    ...     "project_id": ["e/p", "e/p"], "id": ["root", "llm"], "trace_id": ["t", "t"],
+    ...     "parent_id": [None, "root"], "op_name": ["agent", "openai.chat"],
+    ...     "started_at": [t0, t0], "ended_at": [t0, None],
+    ...     "summary": [None, '{"usage": {"gpt-4o": {"prompt_tokens": 10, "requests": 1}}}'],
+    ... })
+    >>> res = trace_usage(calls, {"project_id": "e/p"}).to_dict()
+    >>> res["call_usage"]["root"]["gpt-4o"]["prompt_tokens"], res["unfinished_call_ids"]
+    (10, ['llm'])
+    """
+    req = _parse(TraceUsageReq, req)
+    mode = _mode(req.summary_usage, summary_usage)
+    picked = select_calls(_candidates(calls, req.project_id), req.filter, req.query)
+    selected = _ordered(picked, req.limit).collect()
+    return _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
+
+
+def calls_usage(
+    calls: Frame,
+    req: CallsUsageReq | dict[str, Any],
+    *,
+    usage: Frame | None = None,
+    prices: Frame | None = None,
+    summary_usage: str | None = None,
+) -> UsageResult:
+    """Usage of each requested call over every call of its trace (``/calls/usage``).
+
+    Ids that are not found answer ``{}``; ``unfinished_call_ids`` covers every call
+    considered, as in the reference.
+    """
+    req = _parse(CallsUsageReq, req)
+    mode = _mode(req.summary_usage, summary_usage)
+    wanted = pl.Series(s.ID, list(dict.fromkeys(req.call_ids)), dtype=pl.String)
+    empty = UsageResult(wanted, s.empty(s.RESULT_SCHEMA), [])
+    if not req.call_ids:
+        return empty
+    candidates = _candidates(calls, req.project_id)
+    roots = _ordered(
+        select_calls(candidates, CallsFilter(call_ids=req.call_ids), None), len(req.call_ids)
+    )
+    trace_ids = roots.select(s.TRACE_ID).collect().get_column(s.TRACE_ID).unique()
+    if trace_ids.len() == 0:
+        return empty
+    traces = CallsFilter(trace_ids=trace_ids.to_list())
+    selected = _ordered(select_calls(candidates, traces, None), req.limit).collect()
+    result = _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
+    return UsageResult(
+        wanted,
+        result.usage.join(wanted.to_frame(), on=s.ID, how="semi"),
+        result.unfinished_call_ids,
+    )
+
+
+__all__ = ["Query", "UsageResult", "calls_usage", "default_prices", "price_table", "trace_usage"]
