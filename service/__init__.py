@@ -1,0 +1,1 @@
+"""HTTP service, store and command line around :mod:`engine` (no business logic here)."""

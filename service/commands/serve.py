@@ -1,0 +1,11 @@
+"""`trace-usage serve` (not implemented yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `serve` subcommand."""
+    parser = subparsers.add_parser("serve", help="not implemented yet")
+    parser.set_defaults(func=lambda args: print("not implemented yet") or 2)
