@@ -12,7 +12,7 @@ from engine import schema as s
 from engine.trace_usage import price_table
 
 PROJECT = "e/p"
-T0 = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 
 
 def call(

@@ -8,8 +8,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import trace_usage
 from engine import schema as s
+from engine import trace_usage
 from tests.engine_helpers import PROJECT, T0
 from tests.reference import model
 

@@ -333,7 +333,7 @@ def test_lazy_and_eager_frames_answer_alike() -> None:
 
 
 def test_shipped_default_prices_price_known_models() -> None:
-    started = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    started = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     calls = frame(call("a", None, {"gpt-4o": {"prompt_tokens": 1000}}, started=started))
     res = trace_usage(calls, {"project_id": PROJECT, "include_costs": True}).to_dict()
     assert res["call_usage"]["a"]["gpt-4o"]["prompt_tokens_total_cost"] > 0
