@@ -1,11 +1,129 @@
-"""`trace-usage serve` (not implemented yet)."""
+"""``trace-usage serve``: run the service under uvicorn.
+
+Every :class:`service.settings.Settings` field is a flag here (``--max-body-bytes``) and an
+environment variable (``TRACE_USAGE_MAX_BODY_BYTES``); flags win. The resolved settings are
+exported to the environment so that each uvicorn worker builds the same app
+(``service.app:app_from_env``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import sys
+from typing import Any, Literal, get_args, get_origin
+
+from service.auth import KeyStore
+from service.commands.keys import print_new_key
+from service.settings import Settings
+
+SAMPLE_USER = "dev"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `serve` subcommand."""
-    parser = subparsers.add_parser("serve", help="not implemented yet")
-    parser.set_defaults(func=lambda args: print("not implemented yet") or 2)
+    """Add the ``serve`` subcommand, one flag per setting."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Serve Weave's usage, ingest and price endpoints over the store in "
+        "--data-dir. Flags override TRACE_USAGE_* environment variables.",
+    )
+    add_setting_flags(parser)
+    parser.add_argument(
+        "--seed-sample",
+        action="store_true",
+        help="import the shipped sample traces into an empty store and, when no key exists, "
+        "create and print a development key for the sample project",
+    )
+    parser.set_defaults(func=run)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """``--<name>`` for each setting; unset flags stay None so the environment applies."""
+    for name, field in Settings.model_fields.items():
+        kwargs: dict[str, Any] = {
+            "default": None,
+            "help": f"{field.description} (env TRACE_USAGE_{name.upper()}, "
+            f"default {field.default})",
+        }
+        if get_origin(field.annotation) is Literal:
+            kwargs["choices"] = get_args(field.annotation)
+        else:
+            kwargs["type"] = field.annotation
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from flags, falling back to ``TRACE_USAGE_*`` and then the defaults."""
+    given = {n: getattr(args, n) for n in Settings.model_fields if getattr(args, n) is not None}
+    return Settings(**given)
+
+
+def _seed(settings: Settings, keys: KeyStore) -> None:
+    from service.importer import SAMPLE_DIR, SAMPLE_PROJECT, seed_sample
+    from service.store import CallStore
+
+    store = CallStore(settings.db_path)
+    try:
+        seed_sample(store, SAMPLE_DIR)
+    finally:
+        store.close()
+    if not keys.keys():
+        record, secret = keys.add(SAMPLE_USER, [SAMPLE_PROJECT])
+        print("Created a development key for the sample project:")
+        print_new_key(record, secret, f"http://{settings.host}:{settings.port}")
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging plus ours: JSON request lines on stdout, nothing else added."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["line"] = {"format": "%(message)s"}
+    config["handlers"]["line"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "line",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["trace_usage"] = {"handlers": ["default"], "level": level.upper()}
+    config["loggers"]["trace_usage.access"] = {
+        "handlers": ["line"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Seed if asked, refuse an open address without keys, then hand over to uvicorn."""
+    import uvicorn
+
+    settings = settings_from_args(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(settings.keys_path)
+    if args.seed_sample:
+        _seed(settings, keys)
+    if not settings.is_loopback and not keys.keys():
+        print(
+            f"refusing to serve on non-loopback address {settings.host!r}: no API key exists "
+            f"in {settings.keys_path}. Create one first:\n"
+            f"  trace-usage keys add --data-dir {settings.data_dir} --user USER "
+            "--projects ENTITY/PROJECT",
+            file=sys.stderr,
+        )
+        return 2
+    for name, value in settings.model_dump().items():
+        os.environ[f"TRACE_USAGE_{name.upper()}"] = str(value)
+    sys.stdout.flush()
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=_log_config(settings.log_level),
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    return 0

@@ -1,0 +1,135 @@
+"""``create_app(settings)``: the store, the routers, the middleware and the one error mapping.
+
+Every error leaves as ``{"reason": ..., "path": ...}`` (Weave's client shows ``reason``):
+engine errors by the class -> status table below, request validation as 422 naming the
+field, HTTP errors with their status, anything else as a bare 500 whose traceback stays in
+the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.errors import (
+    InputDataError,
+    InvalidRequestError,
+    NotFoundError,
+    QueryParseError,
+    QueryTooComplexError,
+    TraceUsageError,
+    UnsupportedQueryError,
+)
+from service import metrics as metrics_routes
+from service.auth import KeyStore
+from service.metrics import Metrics
+from service.middleware import AccessMiddleware, BodyLimitMiddleware
+from service.routes import health, usage  # TODO-INTEGRATE costs, ingest, objects
+from service.routes.usage import AnswerCache
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.store import CallStore
+
+STATUS: dict[type[TraceUsageError], int] = {
+    QueryParseError: 400,
+    UnsupportedQueryError: 400,
+    QueryTooComplexError: 400,
+    InvalidRequestError: 400,
+    InputDataError: 422,
+    NotFoundError: 404,
+}
+GZIP_MIN_BYTES = 1024
+log = logging.getLogger("trace_usage.errors")
+
+
+def status_of(exc: TraceUsageError) -> int:
+    """The HTTP status of an engine error: its nearest class in :data:`STATUS`, else 400."""
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 400)
+
+
+def _error(
+    status: int, reason: str, path: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"reason": reason, "path": path}, status_code=status, headers=headers)
+
+
+async def _on_engine_error(request: Request, exc: TraceUsageError) -> JSONResponse:
+    return _error(status_of(exc), exc.reason, exc.path)
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return _error(422, f"malformed JSON body: {detail} at char {first['loc'][-1]}")
+    path = ".".join(str(p) for p in first["loc"] if p != "body") or None
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return _error(422, f"{first['msg']}{more}", path)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+    return _error(500, "internal server error")
+
+
+def create_app(settings: Settings | None = None, *, store: CallStore | None = None) -> FastAPI:
+    """The service. Opens ``<data_dir>/trace_usage.duckdb`` unless a ``store`` is given.
+
+    The store is closed when the app shuts down.
+    """
+    settings = settings or Settings()
+    if store is None:
+        from service.store import CallStore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = CallStore(settings.db_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="trace-usage",
+        summary="Weave's /trace/usage and /calls/usage over an embedded store.",
+        lifespan=lifespan,
+        strict_content_type=False,  # Weave's client posts JSON without a Content-Type
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.keys = KeyStore(settings.keys_path)
+    app.state.metrics = Metrics(store.stats)
+    app.state.usage_cache = AnswerCache(settings.cache_size)
+    for module in (health, usage, metrics_routes):  # TODO-INTEGRATE
+        app.include_router(module.router)
+    handlers: dict[Any, Any] = {
+        TraceUsageError: _on_engine_error,
+        StarletteHTTPException: _on_http_error,
+        RequestValidationError: _on_validation_error,
+        Exception: _on_unexpected,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``--workers``): each worker reads its settings from ``TRACE_USAGE_*``."""
+    return create_app(Settings())

@@ -1,0 +1,59 @@
+"""Service settings: one ``Settings`` object, filled from flags, then env, then defaults.
+
+Every field has an environment variable ``TRACE_USAGE_<NAME>`` and a ``trace-usage serve``
+flag ``--<name>``; flags win over the environment. Nothing reads settings at import time:
+``create_app(settings)`` receives them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DB_FILE = "trace_usage.duckdb"
+KEYS_FILE = "keys.json"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class Settings(BaseSettings):
+    """Configuration of ``trace-usage serve`` and of ``create_app``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACE_USAGE_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port.")
+    data_dir: Path = Field(default=Path("data"), description="Store, keys and sample live here.")
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1,
+        description="Larger request bodies get 413 (Weave's client sends at most 31 MiB).",
+    )
+    summary_usage: Literal["own", "auto"] = Field(
+        default="own",
+        description="Server default of the usage endpoints' summary_usage extension.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Level of the JSON request log and uvicorn's own log."
+    )
+    cache_size: int = Field(
+        default=128, ge=0, description="Usage answers kept per process for repeated polls (0: off)."
+    )
+
+    @property
+    def db_path(self) -> Path:
+        """The DuckDB file of the store."""
+        return self.data_dir / DB_FILE
+
+    @property
+    def keys_path(self) -> Path:
+        """The hashed API keys file."""
+        return self.data_dir / KEYS_FILE
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this machine can reach the server."""
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
