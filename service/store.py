@@ -1,0 +1,498 @@
+"""The embedded DuckDB store: calls, their extracted usage, project prices, objects, files.
+
+Every write is one transaction on one writer connection behind a lock: all of a request
+lands or none of it, and DuckDB's commit has written (and synced) its WAL before a write
+method returns. Reads take their own cursor, so they run beside a write and see the last
+committed state. Calls are upserted by ``(project_id, id)`` from *parts*
+(:data:`PART_SCHEMA`): a start part carries the start columns, an end part the end columns,
+a complete part replaces the whole row. Usage is extracted from an end's summary at write
+time into the ``usage`` table, so queries never parse summary JSON for usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from engine import schema as s
+from engine.trace_usage import price_table
+from engine.usage import usage_from_json
+from service.migrations import migrate
+
+try:  # the engine's ref extraction, once it lands
+    from engine.refs import extract_refs
+except ImportError:  # pragma: no cover - temporary stand-in with the reference's rule
+    _SCHEMES = ("weave-trace-internal:///", "wandb-artifact:///")
+
+    def extract_refs(values: Any) -> list[str]:
+        """Internal ref strings found anywhere in ``values``, first-seen order, unique."""
+        seen: dict[str, None] = {}
+        stack = [values]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                stack.extend(reversed(list(value.values())))
+            elif isinstance(value, list):
+                stack.extend(reversed(value))
+            elif isinstance(value, str) and value.startswith(_SCHEMES):
+                seen[value] = None
+        return list(seen)
+
+
+DB_FILE = "trace_usage.duckdb"
+COMPLETE = "complete"  # part flag: the row is the whole call (replaces what is stored)
+PART_SCHEMA: dict[str, pl.DataType] = {**s.CALL_SCHEMA, COMPLETE: pl.Boolean()}
+MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
+_ORJSON = orjson.OPT_NON_STR_KEYS
+
+START_COLUMNS = (
+    s.TRACE_ID,
+    s.PARENT_ID,
+    s.THREAD_ID,
+    s.TURN_ID,
+    s.OP_NAME,
+    s.DISPLAY_NAME,
+    s.STARTED_AT,
+    s.ATTRIBUTES,
+    s.INPUTS,
+    s.INPUT_REFS,
+    s.WB_USER_ID,
+    s.WB_RUN_ID,
+    s.WB_RUN_STEP,
+)
+END_COLUMNS = (s.ENDED_AT, s.EXCEPTION, s.OUTPUT, s.OUTPUT_REFS, s.SUMMARY, s.WB_RUN_STEP_END)
+_CALL_COLS = ", ".join(s.CALL_SCHEMA)
+_USAGE_COLS = ", ".join((s.ID, s.MODEL, *s.RAW_COUNTERS))
+_PRICE_COLS = (
+    s.LLM_ID,
+    s.PRICING_LEVEL,
+    s.PRICING_LEVEL_ID,
+    s.PROVIDER_ID,
+    s.EFFECTIVE_DATE,
+    *s.PRICES,
+    s.PRICE_SEQ,
+)
+PRICE_ROW_FIELDS = (
+    "id",
+    s.PRICING_LEVEL,
+    s.PRICING_LEVEL_ID,
+    s.PROVIDER_ID,
+    s.LLM_ID,
+    s.EFFECTIVE_DATE,
+    *s.PRICES,
+    "prompt_token_cost_unit",
+    "completion_token_cost_unit",
+    "created_by",
+    "created_at",
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, option=_ORJSON).decode()
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """Aware UTC datetime; a naive one is read as UTC (as the reference does)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _output_values(output: Any) -> list[Any]:
+    return list(output.values()) if isinstance(output, dict) else [output]
+
+
+def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]:
+    """One part row (:data:`PART_SCHEMA`) from a Weave call given as Python values.
+
+    ``start``/``end`` say which sides ``call`` carries; both make a complete part that
+    replaces the stored call. JSON columns are serialized here and refs extracted from
+    inputs and output, as the reference does at write time.
+    """
+    row: dict[str, Any] = dict.fromkeys(PART_SCHEMA)
+    row[s.PROJECT_ID], row[s.ID] = call[s.PROJECT_ID], call[s.ID]
+    row[COMPLETE] = start and end
+    if start:
+        for name in START_COLUMNS:
+            row[name] = call.get(name)
+        inputs = call.get(s.INPUTS)
+        row[s.ATTRIBUTES], row[s.INPUTS] = _json(call.get(s.ATTRIBUTES)), _json(inputs)
+        row[s.INPUT_REFS] = extract_refs(list(inputs.values()) if isinstance(inputs, dict) else [])
+    if end:
+        for name in END_COLUMNS:
+            row[name] = call.get(name)
+        output = call.get(s.OUTPUT)
+        row[s.OUTPUT], row[s.SUMMARY] = _json(output), _json(call.get(s.SUMMARY))
+        row[s.OUTPUT_REFS] = extract_refs(_output_values(output))
+        if not start:
+            row[s.STARTED_AT] = call.get(s.STARTED_AT)  # kept only while no start is stored
+    if start and end:
+        row[s.DELETED_AT] = call.get(s.DELETED_AT)
+    elif start:
+        row[s.OUTPUT_REFS] = []  # what a fresh row holds until its end arrives
+    else:
+        row[s.ATTRIBUTES], row[s.INPUTS], row[s.INPUT_REFS] = "{}", "{}", []
+    for name in s.DATETIME_COLUMNS:
+        row[name] = _utc(row[name])
+    return row
+
+
+def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Part rows from :func:`call_part` as one :data:`PART_SCHEMA` frame."""
+    return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
+
+
+def _merge_sql(complete: bool) -> str:
+    """Upsert of staged parts: a complete part replaces every column, a partial part only
+    the side it carries (start: ``op_name`` is set; end: ``ended_at`` is set)."""
+    if complete:
+        sets = [f"{c} = excluded.{c}" for c in s.CALL_SCHEMA if c not in (s.PROJECT_ID, s.ID)]
+    else:
+        has_start, has_end = "excluded.op_name IS NOT NULL", "excluded.ended_at IS NOT NULL"
+        sets = [
+            f"{c} = CASE WHEN {cond} THEN excluded.{c} ELSE calls.{c} END"
+            for cols, cond in ((START_COLUMNS, has_start), (END_COLUMNS, has_end))
+            for c in cols
+        ]
+    return (
+        f"INSERT INTO calls SELECT {_CALL_COLS} FROM staged_parts WHERE {COMPLETE} = "
+        f"{'true' if complete else 'false'} ON CONFLICT (project_id, id) DO UPDATE SET "
+        + ", ".join(sets)
+    )
+
+
+def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
+    """One row per ``(project_id, id)`` equal to applying ``parts`` in order.
+
+    Start columns come from the last part carrying a start, end columns from the last part
+    carrying an end; a call with no start part keeps the ``started_at`` of its first end.
+    """
+    key = [s.PROJECT_ID, s.ID]
+    if not parts.select(pl.struct(key).is_duplicated().any()).item():
+        return parts
+    has_start = pl.col(COMPLETE) | pl.col(s.OP_NAME).is_not_null()
+    has_end = pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null()
+    first_end = pl.col(s.STARTED_AT).filter(has_end).first()
+    merged = parts.group_by(key, maintain_order=True).agg(
+        *(pl.col(c).filter(has_start).last() for c in START_COLUMNS if c != s.STARTED_AT),
+        pl.when(has_start.any())
+        .then(pl.col(s.STARTED_AT).filter(has_start).last())
+        .otherwise(first_end)
+        .alias(s.STARTED_AT),
+        *(pl.col(c).filter(has_end).last() for c in END_COLUMNS),
+        pl.col(s.DELETED_AT).filter(pl.col(COMPLETE)).last(),
+        pl.col(COMPLETE).any(),
+    )
+    return merged.select(list(PART_SCHEMA)).cast(PART_SCHEMA)
+
+
+class CallStore:
+    """A DuckDB file of calls, usage and prices; safe to share between threads.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CallStore(Path(tempfile.mkdtemp()) / DB_FILE)
+    >>> store.stats()["calls"], store.version()
+    (0, 0)
+    >>> store.close()
+    """
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._root = duckdb.connect(str(path))
+        self._root.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._spawn = threading.Lock()
+        self._lock = threading.Lock()
+        self._writer = self._root.cursor()
+        migrate(self._writer)
+        self._version = 0
+
+    # --- lifecycle and metadata ----------------------------------------------------------
+    def close(self) -> None:
+        """Checkpoint and close the database file."""
+        with self._lock, self._spawn:
+            self._writer.close()
+            self._root.close()
+
+    def version(self) -> int:
+        """A counter that changes on every committed write (for response caches)."""
+        return self._version
+
+    def stats(self) -> dict[str, int]:
+        """Number of stored calls and bytes on disk (database plus WAL)."""
+        calls = self._fetch("SELECT count(*) FROM calls")[0][0]
+        wal = self.path.with_name(self.path.name + ".wal")
+        size = sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+        return {"calls": int(calls), "bytes": size}
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._spawn:
+            return self._root.cursor()
+
+    def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+        cur = self._cursor()
+        try:
+            return cur.execute(sql, params).fetchall()
+        finally:
+            cur.close()
+
+    def _arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pa.Table:
+        cur = self._cursor()
+        try:
+            return cur.sql(sql, params=params).to_arrow_table()
+        finally:
+            cur.close()
+
+    def _transaction(self, work: Any) -> Any:
+        """Run ``work(cursor)`` in one transaction; bump :meth:`version` when it commits."""
+        with self._lock:
+            con = self._writer
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = work(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._version += 1
+            return result
+
+    # --- calls ---------------------------------------------------------------------------
+    def write_parts(self, parts: pl.DataFrame) -> int:
+        """Upsert call parts (:data:`PART_SCHEMA`) and their usage in one transaction.
+
+        Returns the number of distinct calls written. Raises ``InputDataError`` (nothing
+        written) when a summary's usage cannot be read.
+        """
+        merged = merge_parts(parts.select(list(PART_SCHEMA)).cast(PART_SCHEMA))
+        ended = merged.filter(pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null())
+        # usage rows are keyed by call id only: key them by row number, then map back
+        indexed = ended.select(s.PROJECT_ID, s.ID, s.SUMMARY).with_row_index("_row")
+        raw = usage_from_json(indexed.select(pl.col("_row").cast(pl.String).alias(s.ID), s.SUMMARY))
+        usage = (
+            raw.with_columns(pl.col(s.ID).cast(pl.UInt32).alias("_row"))
+            .drop(s.ID)
+            .join(indexed.select("_row", s.PROJECT_ID, s.ID), on="_row")
+            .select(s.PROJECT_ID, s.ID, s.MODEL, *s.RAW_COUNTERS)
+        )
+        staged_parts = merged.to_arrow()
+        staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
+        staged_usage = usage.to_arrow()
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.register("staged_parts", staged_parts)
+            con.register("staged_keys", staged_keys)
+            con.register("staged_usage", staged_usage)
+            try:
+                con.execute(_merge_sql(complete=True))
+                con.execute(_merge_sql(complete=False))
+                con.execute(
+                    "DELETE FROM usage USING staged_keys k "
+                    "WHERE usage.project_id = k.project_id AND usage.id = k.id"
+                )
+                con.execute(
+                    f"INSERT INTO usage (project_id, {_USAGE_COLS}) "
+                    f"SELECT project_id, {_USAGE_COLS} FROM staged_usage"
+                )
+            finally:
+                for name in ("staged_parts", "staged_keys", "staged_usage"):
+                    con.unregister(name)
+
+        if merged.height:
+            self._transaction(work)
+        return merged.height
+
+    def has_start(self, project_id: str, call_id: str) -> bool:
+        """Whether the call's start part is stored."""
+        rows = self._fetch(
+            "SELECT op_name IS NOT NULL FROM calls WHERE project_id = ? AND id = ?",
+            [project_id, call_id],
+        )
+        return bool(rows and rows[0][0])
+
+    def delete_calls(
+        self, project_id: str, call_ids: Sequence[str], now: dt.datetime | None = None
+    ) -> int:
+        """Mark ``call_ids`` and their descendants deleted, as the reference does.
+
+        Descendants are searched among the live calls of the requested calls' traces; the
+        count includes every requested id, found or not.
+        """
+        deleted_at = now or dt.datetime.now(dt.UTC)
+        wanted = list(dict.fromkeys(call_ids))
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            edges = con.execute(
+                """
+                WITH traces AS (
+                    SELECT DISTINCT trace_id FROM calls
+                    WHERE project_id = $p AND deleted_at IS NULL AND id IN (SELECT unnest($ids))
+                )
+                SELECT c.parent_id, c.id FROM calls c
+                WHERE c.project_id = $p AND c.deleted_at IS NULL AND c.parent_id IS NOT NULL
+                  AND EXISTS (
+                      SELECT 1 FROM traces t WHERE t.trace_id IS NOT DISTINCT FROM c.trace_id
+                  )
+                """,
+                {"p": project_id, "ids": wanted},
+            ).fetchall()
+            children: dict[str, list[str]] = {}
+            for parent, child in edges:
+                children.setdefault(parent, []).append(child)
+            found: set[str] = set()
+            stack = list(wanted)
+            while stack:
+                current = stack.pop()
+                if current not in found:
+                    found.add(current)
+                    stack.extend(children.get(current, ()))
+            con.execute(
+                "UPDATE calls SET deleted_at = $at WHERE project_id = $p AND deleted_at IS NULL "
+                "AND id IN (SELECT unnest($ids))",
+                {"at": deleted_at, "p": project_id, "ids": sorted(found)},
+            )
+            return len(found)
+
+        return self._transaction(work)
+
+    def load(
+        self,
+        project_id: str,
+        trace_ids: list[str] | None = None,
+        call_ids: list[str] | None = None,
+    ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+        """Calls (:data:`~engine.schema.CALL_SCHEMA`) and raw usage of one project.
+
+        ``trace_ids`` and ``call_ids`` (both optional, combined with AND) are pushed down to
+        DuckDB; rows reach Polars through Arrow. Deleted and end-only calls are included:
+        the engine picks candidates itself.
+        """
+        where = ["project_id = $p"]
+        params: dict[str, Any] = {"p": project_id}
+        if trace_ids is not None:
+            where.append("trace_id IN (SELECT unnest($t))")
+            params["t"] = list(trace_ids)
+        if call_ids is not None:
+            where.append("id IN (SELECT unnest($c))")
+            params["c"] = list(call_ids)
+        cond = " AND ".join(where)
+        cur = self._cursor()
+        try:
+            calls = cur.sql(f"SELECT {_CALL_COLS} FROM calls WHERE {cond}", params=params)
+            calls_tbl = calls.to_arrow_table()
+            usage_sql = f"SELECT {_USAGE_COLS} FROM usage WHERE project_id = $p"
+            if len(where) > 1:
+                usage_sql += f" AND id IN (SELECT id FROM calls WHERE {cond})"
+            usage_tbl = cur.sql(usage_sql, params=params).to_arrow_table()
+        finally:
+            cur.close()
+        return _frame(calls_tbl, s.CALL_SCHEMA), _frame(usage_tbl, s.USAGE_SCHEMA)
+
+    # --- prices --------------------------------------------------------------------------
+    def add_prices(self, rows: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Append price rows (keys of :data:`PRICE_ROW_FIELDS` but ``id``, which is
+        generated); returns ``(id, llm_id)`` pairs in order."""
+        records = [{**row, "id": str(uuid.uuid4())} for row in rows]
+        cols = ", ".join(PRICE_ROW_FIELDS)
+        marks = ", ".join("?" for _ in PRICE_ROW_FIELDS)
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            for rec in records:
+                con.execute(
+                    f"INSERT INTO prices ({cols}) VALUES ({marks})",
+                    [rec[f] for f in PRICE_ROW_FIELDS],
+                )
+
+        if records:
+            self._transaction(work)
+        return [(rec["id"], rec[s.LLM_ID]) for rec in records]
+
+    def project_price_rows(self, project_id: str) -> list[dict[str, Any]]:
+        """This project's price rows (:data:`PRICE_ROW_FIELDS`), in creation order."""
+        rows = self._fetch(
+            f"SELECT {', '.join(PRICE_ROW_FIELDS)} FROM prices "
+            "WHERE pricing_level = ? AND pricing_level_id = ? ORDER BY seq",
+            [s.PROJECT_LEVEL, project_id],
+        )
+        return [dict(zip(PRICE_ROW_FIELDS, row, strict=True)) for row in rows]
+
+    def purge_prices(self, project_id: str, ids: Sequence[str]) -> None:
+        """Remove this project's price rows with the given ids."""
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "DELETE FROM prices WHERE pricing_level = ? AND pricing_level_id = ? "
+                "AND id IN (SELECT unnest(?))",
+                [s.PROJECT_LEVEL, project_id, list(ids)],
+            )
+
+        self._transaction(work)
+
+    def prices(self, project_id: str) -> pl.DataFrame:
+        """Default prices then this project's rows, as one :data:`PRICE_SCHEMA` table."""
+        cols = ", ".join(_PRICE_COLS)
+        tbl = self._arrow(
+            f"SELECT {cols} FROM prices WHERE pricing_level = ? AND pricing_level_id = ? "
+            "ORDER BY seq",
+            [s.PROJECT_LEVEL, project_id],
+        )
+        return price_table(_frame(tbl, s.PRICE_SCHEMA).collect())
+
+    # --- objects and files ---------------------------------------------------------------
+    def add_object(self, row: dict[str, Any]) -> None:
+        """Store an object version; an existing ``(project, object_id, digest)`` is kept."""
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "INSERT INTO objects (project_id, object_id, digest, val, kind, "
+                "base_object_class, leaf_object_class, wb_user_id, created_at) "
+                "VALUES ($project_id, $object_id, $digest, $val, $kind, $base_object_class, "
+                "$leaf_object_class, $wb_user_id, now()) ON CONFLICT DO NOTHING",
+                row,
+            )
+
+        self._transaction(work)
+
+    def add_file(self, project_id: str, digest: str, name: str, content: bytes) -> None:
+        """Store file content under its digest; an existing digest is kept."""
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+                [project_id, digest, name, content],
+            )
+
+        self._transaction(work)
+
+    def read_object(self, project_id: str, object_id: str, digest: str) -> str | None:
+        """The stored JSON value of an object version, if any."""
+        rows = self._fetch(
+            "SELECT val FROM objects WHERE project_id = ? AND object_id = ? AND digest = ?",
+            [project_id, object_id, digest],
+        )
+        return rows[0][0] if rows else None
+
+    def read_file(self, project_id: str, digest: str) -> bytes | None:
+        """The stored content of a file, if any."""
+        rows = self._fetch(
+            "SELECT content FROM files WHERE project_id = ? AND digest = ?", [project_id, digest]
+        )
+        return bytes(rows[0][0]) if rows else None
+
+
+def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.lazy().select(list(schema)).cast(schema)

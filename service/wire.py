@@ -1,0 +1,316 @@
+"""Request and response models of the ingest, price, object and file endpoints.
+
+Field names, types and defaults follow weave 0.53.6's ``trace_server_interface`` so that
+Weave's own client and generated clients talk to this service unchanged. Like Weave's
+models, requests ignore unknown fields. ``SummaryInsertMap`` coerces usage counters as
+Weave does (``"12"`` -> 12, ``3.5`` rejected) and drops unknown keys inside a usage entry.
+"""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, with_config
+from typing_extensions import TypedDict
+
+from engine.models import Query
+
+WB_USER_ID_DESCRIPTION = "Do not set directly. Server will automatically populate this field."
+
+
+class BaseModelStrict(BaseModel):
+    """Weave's request base: unknown additive fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+@with_config(ConfigDict(extra="allow"))
+class ExtraKeysTypedDict(TypedDict):
+    pass
+
+
+class LLMUsageSchema(TypedDict, total=False):
+    prompt_tokens: int | None
+    input_tokens: int | None
+    completion_tokens: int | None
+    output_tokens: int | None
+    requests: int | None
+    total_tokens: int | None
+    cache_creation_input_tokens: int | None
+    cache_read_input_tokens: int | None
+
+
+class TraceStatus(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    RUNNING = "running"
+    DESCENDANT_ERROR = "descendant_error"
+
+
+class SummaryInsertMap(ExtraKeysTypedDict, total=False):
+    usage: dict[str, LLMUsageSchema]
+    status_counts: dict[TraceStatus, int]
+
+
+# --- calls ---------------------------------------------------------------------------------
+class StartedCallSchemaForInsert(BaseModel):
+    project_id: str
+    id: str | None = None  # generated when absent
+    op_name: str
+    display_name: str | None = None
+    trace_id: str | None = None  # generated when absent
+    parent_id: str | None = None
+    thread_id: str | None = None
+    turn_id: str | None = None
+    started_at: datetime.datetime
+    attributes: dict[str, Any]
+    inputs: dict[str, Any]
+    otel_dump: dict[str, Any] | None = None
+    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    wb_run_id: str | None = None
+    wb_run_step: int | None = None
+
+
+class EndedCallSchemaForInsert(BaseModel):
+    project_id: str
+    id: str
+    trace_id: str | None = None
+    is_eval: bool | None = None
+    ended_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    exception: str | None = None
+    output: Any | None = None
+    summary: SummaryInsertMap
+    wb_run_step_end: int | None = None
+
+    @field_serializer("summary")
+    def serialize_typed_dicts(self, v: dict[str, Any]) -> dict[str, Any]:
+        return dict(v)
+
+
+class EndedCallSchemaForInsertWithStartedAt(EndedCallSchemaForInsert):
+    """Weave's deprecated alias, still what its v2 ``call/end`` sends."""
+
+
+class CompletedCallSchemaForInsert(BaseModel):
+    """A call already finished when it is inserted (``calls/complete``)."""
+
+    project_id: str
+    id: str
+    trace_id: str
+    op_name: str
+    started_at: datetime.datetime
+    ended_at: datetime.datetime
+    display_name: str | None = None
+    parent_id: str | None = None
+    thread_id: str | None = None
+    turn_id: str | None = None
+    attributes: dict[str, Any]
+    inputs: dict[str, Any]
+    output: Any | None = None
+    summary: SummaryInsertMap
+    otel_dump: dict[str, Any] | None = None
+    exception: str | None = None
+    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    wb_run_id: str | None = None
+    wb_run_step: int | None = None
+    wb_run_step_end: int | None = None
+
+    @field_serializer("attributes", "summary", when_used="unless-none")
+    def serialize_typed_dicts(self, v: dict[str, Any]) -> dict[str, Any]:
+        return dict(v)
+
+
+class CallStartReq(BaseModelStrict):
+    start: StartedCallSchemaForInsert
+
+
+class CallStartRes(BaseModel):
+    id: str
+    trace_id: str
+
+
+class CallEndReq(BaseModelStrict):
+    end: EndedCallSchemaForInsert
+
+
+class CallEndRes(BaseModel):
+    pass
+
+
+class CallBatchStartMode(BaseModel):
+    mode: str = "start"
+    req: CallStartReq
+
+
+class CallBatchEndMode(BaseModel):
+    mode: str = "end"
+    req: CallEndReq
+
+
+class CallCreateBatchReq(BaseModelStrict):
+    batch: list[CallBatchStartMode | CallBatchEndMode]
+
+
+class CallCreateBatchRes(BaseModel):
+    res: list[CallStartRes | CallEndRes]
+
+
+class CallsUpsertCompleteReq(BaseModel):
+    """A batch of completed calls."""
+
+    batch: list[CompletedCallSchemaForInsert]
+
+
+class CallsUpsertCompleteRes(BaseModel):
+    pass
+
+
+class CallStartV2Req(BaseModelStrict):
+    start: StartedCallSchemaForInsert
+
+
+class CallStartV2Res(BaseModel):
+    id: str
+    trace_id: str
+
+
+class CallEndV2Req(BaseModelStrict):
+    end: EndedCallSchemaForInsertWithStartedAt
+
+
+class CallEndV2Res(BaseModel):
+    pass
+
+
+class CallsDeleteReq(BaseModelStrict):
+    project_id: str
+    call_ids: list[str]
+    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+
+
+class CallsDeleteRes(BaseModel):
+    num_deleted: int = Field(..., description="The number of calls deleted")
+
+
+# --- prices --------------------------------------------------------------------------------
+class SortBy(BaseModelStrict):
+    field: str
+    direction: Literal["asc", "desc"]
+
+
+class CostCreateInput(BaseModelStrict):
+    prompt_token_cost: float
+    completion_token_cost: float
+    cache_read_input_token_cost: float = 0
+    cache_creation_input_token_cost: float = 0
+    prompt_token_cost_unit: str | None = Field(
+        "USD", description="The unit of the cost for the prompt tokens"
+    )
+    completion_token_cost_unit: str | None = Field(
+        "USD", description="The unit of the cost for the completion tokens"
+    )
+    effective_date: datetime.datetime | None = Field(
+        None,
+        description="The date after which the cost is effective for, will default to the "
+        "current date if not provided",
+    )
+    provider_id: str | None = Field(
+        None,
+        description="The provider of the LLM, e.g. 'openai' or 'mistral'. If not provided, "
+        "the provider_id will be set to 'default'",
+    )
+
+
+class CostCreateReq(BaseModelStrict):
+    project_id: str = Field(examples=["entity/project"])
+    costs: dict[str, CostCreateInput]
+    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+
+
+class CostCreateRes(BaseModel):
+    """``(cost_id, llm_id)`` pairs, in request order."""
+
+    ids: list[tuple[str, str]]
+
+
+class CostQueryReq(BaseModelStrict):
+    project_id: str = Field(examples=["entity/project"])
+    fields: list[str] | None = Field(default=None)
+    query: Query | None = None
+    sort_by: list[SortBy] | None = None
+    limit: int | None = Field(default=None, examples=[10])
+    offset: int | None = Field(default=None, examples=[0])
+
+
+class CostQueryOutput(BaseModel):
+    id: str | None = Field(default=None, examples=["2341-asdf-asdf"])
+    llm_id: str | None = Field(default=None, examples=["gpt4"])
+    prompt_token_cost: float | None = Field(default=None, examples=[1.0])
+    completion_token_cost: float | None = Field(default=None, examples=[1.0])
+    cache_read_input_token_cost: float | None = Field(default=None, examples=[1.0])
+    cache_creation_input_token_cost: float | None = Field(default=None, examples=[1.0])
+    prompt_token_cost_unit: str | None = Field(default=None, examples=["USD"])
+    completion_token_cost_unit: str | None = Field(default=None, examples=["USD"])
+    effective_date: datetime.datetime | None = Field(
+        default=None, examples=["2024-01-01T00:00:00Z"]
+    )
+    provider_id: str | None = Field(default=None, examples=["openai"])
+
+
+class CostQueryRes(BaseModel):
+    results: list[CostQueryOutput]
+
+
+class CostPurgeReq(BaseModelStrict):
+    project_id: str = Field(examples=["entity/project"])
+    query: Query
+
+
+class CostPurgeRes(BaseModel):
+    pass
+
+
+# --- objects and files ---------------------------------------------------------------------
+class ObjSchemaForInsert(BaseModel):
+    project_id: str
+    object_id: str
+    val: Any
+    builtin_object_class: str | None = None
+    set_base_object_class: str | None = Field(exclude=True, default=None, deprecated=True)
+    expected_digest: str | None = Field(
+        None,
+        description="Client-computed digest for server-side validation. "
+        "If provided, the server will verify it matches the server-computed digest.",
+    )
+    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Weave's backward compatibility: ``set_base_object_class`` fills the new field."""
+        legacy = self.__dict__.get("set_base_object_class")
+        if legacy is not None and self.builtin_object_class is None:
+            self.builtin_object_class = legacy
+
+
+class ObjCreateReq(BaseModelStrict):
+    obj: ObjSchemaForInsert
+
+
+class ObjCreateRes(BaseModel):
+    digest: str
+    object_id: str | None = None
+
+
+class FileCreateReq(BaseModelStrict):
+    project_id: str
+    name: str
+    content: bytes
+    expected_digest: str | None = Field(
+        None, description="Client-computed file digest for server-side validation."
+    )
+
+
+class FileCreateRes(BaseModel):
+    digest: str
