@@ -95,6 +95,18 @@ def _log_config(level: str) -> dict[str, Any]:
     return config
 
 
+def refusal(settings: Settings, keys: KeyStore) -> str | None:
+    """Why the server must not start: an open address with no key would serve anyone."""
+    if settings.is_loopback or keys.keys():
+        return None
+    return (
+        f"refusing to serve on non-loopback address {settings.host!r}: no API key exists "
+        f"in {settings.keys_path}. Create one first:\n"
+        f"  trace-usage keys add --data-dir {settings.data_dir} --user USER "
+        "--projects ENTITY/PROJECT"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Seed if asked, refuse an open address without keys, then hand over to uvicorn."""
     import uvicorn
@@ -104,14 +116,9 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyStore(settings.keys_path)
     if args.seed_sample:
         _seed(settings, keys)
-    if not settings.is_loopback and not keys.keys():
-        print(
-            f"refusing to serve on non-loopback address {settings.host!r}: no API key exists "
-            f"in {settings.keys_path}. Create one first:\n"
-            f"  trace-usage keys add --data-dir {settings.data_dir} --user USER "
-            "--projects ENTITY/PROJECT",
-            file=sys.stderr,
-        )
+    problem = refusal(settings, keys)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     for name, value in settings.model_dump().items():
         os.environ[f"TRACE_USAGE_{name.upper()}"] = str(value)

@@ -1,0 +1,87 @@
+"""``trace-usage serve``: flags and environment, and the refusal to serve openly without keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.auth import KeyStore
+from service.cli import build_parser, main
+from service.commands.serve import refusal, settings_from_args
+from service.settings import Settings
+
+
+def _settings(argv: list[str]) -> Settings:
+    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_refuses_a_non_loopback_host_without_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "refusing to serve on non-loopback address '0.0.0.0'" in err
+    assert "trace-usage keys add" in err
+
+
+def test_refusal_also_applies_when_the_host_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACE_USAGE_HOST", "10.1.2.3")
+    assert main(["serve", "--data-dir", str(tmp_path)]) != 0
+
+
+def test_every_setting_has_a_flag_and_an_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        "host": "0.0.0.0",
+        "port": "9001",
+        "data_dir": "/srv/usage",
+        "workers": "3",
+        "max_body_bytes": "1000",
+        "summary_usage": "auto",
+        "log_level": "debug",
+        "cache_size": "5",
+    }
+    assert set(values) == set(Settings.model_fields)
+    from_flags = _settings(
+        [arg for n, v in values.items() for arg in (f"--{n.replace('_', '-')}", v)]
+    )
+    for name, value in values.items():
+        monkeypatch.setenv(f"TRACE_USAGE_{name.upper()}", value)
+    from_env = _settings([])
+    assert from_flags == from_env
+    assert from_env.port == 9001 and from_env.data_dir == Path("/srv/usage")
+    assert from_env.summary_usage == "auto" and not from_env.is_loopback
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACE_USAGE_PORT", "9001")
+    assert _settings([]).port == 9001
+    assert _settings(["--port", "9002"]).port == 9002
+
+
+def test_invalid_choice_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _settings(["--summary-usage", "both"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+LOOPBACK = [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True)]
+
+
+@pytest.mark.parametrize(("host", "loopback"), [*LOOPBACK, ("0.0.0.0", False), ("10.0.0.5", False)])
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert Settings(host=host).is_loopback is loopback
+
+
+def test_a_key_lifts_the_refusal(tmp_path: Path) -> None:
+    settings = Settings(host="0.0.0.0", data_dir=tmp_path)
+    keys = KeyStore(settings.keys_path)
+    assert refusal(settings, keys) is not None
+    keys.add("ops", ["e/*"])
+    assert refusal(settings, keys) is None
