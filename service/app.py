@@ -32,7 +32,7 @@ from service import metrics as metrics_routes
 from service.auth import KeyStore
 from service.metrics import Metrics
 from service.middleware import AccessMiddleware, BodyLimitMiddleware
-from service.routes import health, usage  # TODO-INTEGRATE costs, ingest, objects
+from service.routes import costs, health, ingest, objects, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
 
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.state.keys = KeyStore(settings.keys_path)
     app.state.metrics = Metrics(store.stats)
     app.state.usage_cache = AnswerCache(settings.cache_size)
-    for module in (health, usage, metrics_routes):  # TODO-INTEGRATE
+    for module in (health, usage, ingest, costs, objects, metrics_routes):
         app.include_router(module.router)
     handlers: dict[Any, Any] = {
         TraceUsageError: _on_engine_error,
