@@ -12,6 +12,7 @@ time into the ``usage`` table, so queries never parse summary JSON for usage.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -97,7 +98,12 @@ PRICE_ROW_FIELDS = (
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value, option=_ORJSON).decode()
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value, option=_ORJSON).decode()
+    except TypeError:  # integers past 64 bits: the standard library writes them
+        return json.dumps(value)
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
