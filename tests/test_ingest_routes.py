@@ -16,7 +16,6 @@ from engine.errors import InputDataError, NotFoundError, TraceUsageError
 from service.auth import ApiKey
 from service.deps import Principal, get_principal
 from service.routes import costs, ingest, objects
-from service.routes.objects import bytes_digest
 from service.store import DB_FILE, CallStore
 
 PROJECT = "entity/project"
@@ -306,8 +305,9 @@ def test_cost_query_rejects_unknown_fields(client: TestClient) -> None:
 
 # --- objects and files ---------------------------------------------------------------------
 def test_obj_create_digest_matches_weave(client: TestClient, store: CallStore) -> None:
-    from tests.reference import weave_ref  # noqa: F401 - installs the reference's stub
     from weave.shared.digest import compute_object_digest
+
+    from tests.reference import weave_ref  # noqa: F401 - installs the reference's stub
 
     val = {"_type": "CustomWeaveType", "weave_type": {"type": "Op"}, "files": {"obj.py": "abc"}}
     body = {"obj": {"project_id": PROJECT, "object_id": "my_op", "val": val}}
@@ -325,8 +325,9 @@ def test_obj_create_digest_matches_weave(client: TestClient, store: CallStore) -
 def test_files_create_is_multipart_and_digested_as_weave(
     client: TestClient, store: CallStore
 ) -> None:
-    from tests.reference import weave_ref  # noqa: F401
     from weave.shared.digest import compute_file_digest
+
+    from tests.reference import weave_ref  # noqa: F401
 
     content = b"def f():\n    return 1\n"
     res = client.post(

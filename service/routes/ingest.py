@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException
 
 from engine.errors import InvalidRequestError, NotFoundError
 from service.deps import PrincipalDep, StoreDep
