@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port.")
     data_dir: Path = Field(default=Path("data"), description="Store, keys and sample live here.")
-    workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes (the DuckDB store allows 1)."
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1,

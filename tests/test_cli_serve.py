@@ -85,3 +85,10 @@ def test_a_key_lifts_the_refusal(tmp_path: Path) -> None:
     assert refusal(settings, keys) is not None
     keys.add("ops", ["e/*"])
     assert refusal(settings, keys) is None
+
+
+def test_refuses_several_workers_on_the_single_process_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--workers", "2", "--data-dir", str(tmp_path)]) != 0
+    assert "one process" in capsys.readouterr().err

@@ -96,7 +96,14 @@ def _log_config(level: str) -> dict[str, Any]:
 
 
 def refusal(settings: Settings, keys: KeyStore) -> str | None:
-    """Why the server must not start: an open address with no key would serve anyone."""
+    """Why the server must not start: an open address with no key would serve anyone, and
+    the embedded DuckDB file admits one process (whose in-process version counter also keys
+    the answer cache), so the service scales with threads, not worker processes."""
+    if settings.workers > 1:
+        return (
+            f"refusing --workers {settings.workers}: the DuckDB store in {settings.db_path} "
+            "can be opened by one process only; run one worker (requests run on its threads)"
+        )
     if settings.is_loopback or keys.keys():
         return None
     return (
