@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -108,6 +109,7 @@ class AccessMiddleware:
             calls = state.get("calls_selected")
             self.metrics.observe(scope["method"], route, status, seconds, calls)
             line = {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "event": "request",
                 "method": scope["method"],
                 "route": route,

@@ -33,6 +33,7 @@ USER = "sdk"
 MODELS = ["interop-llm-a", "interop-llm-b", "interop-unpriced"]
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 STARTUP_SECONDS = 60
+MAX_BODY = 1_000_000
 
 
 def _free_port() -> int:
@@ -78,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data_dir), "--log-level", "warning"],
+         "--data-dir", str(data_dir), "--log-level", "warning", "--max-body-bytes", str(MAX_BODY)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -345,3 +346,17 @@ def test_gzip_when_the_client_accepts_it(server: Server) -> None:
     assert res.status_code == 200
     assert res.headers["content-encoding"] == "gzip"
     assert res.json()["call_usage"]
+
+
+def test_oversize_bodies_get_413_over_a_real_socket(server: Server) -> None:
+    auth = (USER, server.key)
+    body = b'{"project_id": "interop/p", "pad": "%s"}' % (b"x" * MAX_BODY)
+    declared = httpx.post(server.url + "/trace/usage", content=body, auth=auth)
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield from (body[i : i + 65536] for i in range(0, len(body), 65536))
+
+    streamed = httpx.post(server.url + "/trace/usage", content=chunks(), auth=auth)
+    assert streamed.status_code == 413
+    assert streamed.json()["reason"] == f"request body larger than {MAX_BODY} bytes"
