@@ -10,17 +10,22 @@ plain subtree sums *are* the Kahn result.
 How it computes, in O(log depth) vectorized rounds however deep the trace is (a per-level
 loop costs a round per level, which a 100,000-deep chain cannot afford):
 
-1. Pointer doubling (``anc_{k+1} = anc_k[anc_k]``) finds the calls that never reach a root;
-   the ancestors ``2^k`` up of those land on cycles, which are then cut.
-2. Doubling again gives subtree sizes bottom-up
+1. Ids become row numbers by sorting 64-bit hashes (a second, independent hash confirms
+   every match; any collision falls back to exact joins).
+2. Pointer doubling (``anc_{k+1} = anc_k[anc_k]``, a sentinel row standing for "no
+   parent") finds the calls that never reach a root; the cycles they end on are cut.
+3. The same ancestor tables give subtree sizes bottom-up
    (``size_{k+1}(c) = size_k(c) + sum of size_k(w) over w with anc_k(w) = c``) and preorder
    positions top-down (a call's position is the sum of its ancestors' sibling offsets).
-3. In preorder every subtree is one contiguous range, so a subtree sum is a difference of
-   prefix sums over usage rows sorted by (group, position). Counters are integers, so the
+4. In preorder every subtree is one contiguous range, so a subtree sum is a difference of
+   prefix sums over usage rows sorted by (group, position); dense per-(group, position)
+   row counts give each range's bounds without a search. Counters are integers, so the
    differences are exact; costs are priced after the rollup from these exact sums.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -28,7 +33,29 @@ import polars as pl
 from engine import schema as s
 
 _IDX = "__idx"
-_GROUP = "__group"
+_SEEDS = (1, 2)  # two independent 64-bit hashes
+
+
+@dataclass(frozen=True)
+class Rolled:
+    """A rollup by row number: ``call[i]`` (row in ``calls``), ``group[i]`` (row in
+    ``groups``) and ``totals[i]``, sorted by call then group."""
+
+    call: np.ndarray
+    group: np.ndarray
+    groups: pl.DataFrame
+    metrics: list[str]
+    totals: np.ndarray
+
+    def frame(self, ids: pl.Series) -> pl.DataFrame:
+        """The rollup as a frame: ``id``, the group keys and the summed metrics."""
+        return pl.DataFrame(
+            [
+                ids.gather(self.call).alias(s.ID),
+                *self.groups.gather(self.group).get_columns(),
+                *(pl.Series(m, self.totals[:, j]) for j, m in enumerate(self.metrics)),
+            ]
+        )
 
 
 def rollup(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) -> pl.DataFrame:
@@ -40,136 +67,177 @@ def rollup(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) -> pl
         The selected calls: unique ``id`` and ``parent_id`` (a parent outside ``calls``
         ends the chain).
     rows
-        ``id``, the ``group_keys`` columns and integer metric columns; ``id`` in ``calls``.
+        ``id``, the ``group_keys`` columns and integer metric columns; rows whose ``id`` is
+        not in ``calls`` are ignored.
     group_keys
         Columns that keep rows apart (e.g. ``["model"]``).
 
     Returns
     -------
     One row per (call, group) whose subtree holds at least one row of that group, with the
-    summed metrics.
+    summed metrics, in the order of ``calls``.
 
     Examples
     --------
     >>> calls = pl.DataFrame({"id": ["r", "a", "b"], "parent_id": [None, "r", "a"]})
     >>> rows = pl.DataFrame({"id": ["a", "b"], "model": ["m", "m"], "n": [1, 2]})
-    >>> rollup(calls, rows, ["model"]).sort("id").rows()
-    [('a', 'm', 3), ('b', 'm', 2), ('r', 'm', 3)]
+    >>> rollup(calls, rows, ["model"]).rows()
+    [('r', 'm', 3), ('a', 'm', 3), ('b', 'm', 2)]
     """
+    return rollup_rows(calls, rows, group_keys).frame(calls.get_column(s.ID))
+
+
+def rollup_rows(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) -> Rolled:
+    """:func:`rollup` by row number, for callers that keep working in ``calls`` order."""
     metrics = [c for c in rows.columns if c != s.ID and c not in group_keys]
-    out_schema = {s.ID: pl.String(), **{k: rows.schema[k] for k in group_keys}}
-    out_schema |= {m: pl.Int64() for m in metrics}
-    if calls.height == 0 or rows.height == 0:
-        return pl.DataFrame(schema=out_schema)
-
-    ids = calls.get_column(s.ID)
-    index = pl.DataFrame({s.ID: ids, _IDX: pl.int_range(calls.height, eager=True)})
-    parent = _parent_index(calls, index)
-    start, end = _preorder(parent)
-    positions = index.with_columns(pl.Series("__pos", start))
-
-    groups = rows.select(group_keys).unique(maintain_order=True).with_row_index(_GROUP)
-    keyed = (
-        rows.join(positions, on=s.ID, how="inner")
-        .join(groups, on=group_keys, how="left", nulls_equal=True)
-        .with_columns(
-            (pl.col(_GROUP).cast(pl.Int64) * calls.height + pl.col("__pos")).alias("__key")
-        )
-        .sort("__key")
-    )
-    key = keyed.get_column("__key").to_numpy()
-    sums = np.zeros((len(key) + 1, len(metrics)), dtype=np.int64)
-    for j, name in enumerate(metrics):
-        np.cumsum(keyed.get_column(name).to_numpy(), out=sums[1:, j])
-
     n = calls.height
-    all_idx = np.arange(n, dtype=np.int64)
-    parts = []
-    for g in range(groups.height):
-        lo = np.searchsorted(key, g * n + start, side="left")
-        hi = np.searchsorted(key, g * n + end, side="right")
-        hit = hi > lo
-        if not hit.any():
-            continue
-        totals = sums[hi[hit]] - sums[lo[hit]]
-        parts.append(
-            pl.DataFrame(
-                {
-                    _IDX: all_idx[hit],
-                    _GROUP: np.full(int(hit.sum()), g, dtype=np.uint32),
-                    **{name: totals[:, j] for j, name in enumerate(metrics)},
-                }
-            )
-        )
-    if not parts:
-        return pl.DataFrame(schema=out_schema)
-    return (
-        pl.concat(parts)
-        .with_columns(pl.col(_IDX).cast(pl.UInt32), pl.col(_GROUP).cast(pl.UInt32))
-        .join(index.with_columns(pl.col(_IDX).cast(pl.UInt32)), on=_IDX)
-        .join(groups.with_columns(pl.col(_GROUP).cast(pl.UInt32)), on=_GROUP)
-        .select(list(out_schema))
-        .cast(out_schema)
+    ids = calls.get_column(s.ID)
+    parent, row_call = _locate(ids, calls.get_column(s.PARENT_ID), rows.get_column(s.ID))
+    keep = row_call >= 0
+    if not keep.all():
+        rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
+    groups, row_group = _group_index(rows.select(group_keys))
+    if n == 0 or rows.height == 0:
+        return _empty(groups, metrics)
+
+    start, size = _preorder(parent)
+    width = groups.height
+    key = row_group * n + start[row_call]
+    bounds = np.zeros(width * n + 1, dtype=np.int64)  # rows before each (group, position)
+    np.cumsum(np.bincount(key, minlength=width * n), out=bounds[1:])
+    base = np.arange(width, dtype=np.int64) * n
+    lo = bounds[start[:, None] + base]
+    hi = bounds[(start + size)[:, None] + base]
+    hit = np.flatnonzero(hi > lo)  # (call, group) pairs, call-major
+
+    order = np.argsort(key)
+    values = rows.select(metrics).to_numpy().astype(np.int64, copy=False)[order]
+    sums = np.zeros((len(key) + 1, len(metrics)), dtype=np.int64)
+    np.cumsum(values, axis=0, out=sums[1:])
+    totals = sums[hi.ravel()[hit]] - sums[lo.ravel()[hit]]
+    return Rolled(hit // width, hit % width, groups, metrics, totals)
+
+
+def _empty(groups: pl.DataFrame, metrics: list[str]) -> Rolled:
+    none = np.zeros(0, dtype=np.int64)
+    return Rolled(none, none, groups, metrics, np.zeros((0, len(metrics)), dtype=np.int64))
+
+
+def _hashes(values: pl.Series | pl.DataFrame, seed: int) -> np.ndarray:
+    if isinstance(values, pl.DataFrame):
+        return values.hash_rows(seed).to_numpy()
+    return values.hash(seed).to_numpy()
+
+
+def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
+    """Row of each query value in ``ids`` (unique), -1 when absent or null."""
+    n = len(ids)
+    keys = [_hashes(x, _SEEDS[0]) for x in (ids, *queries)]
+    every = np.concatenate(keys)
+    order = np.argsort(every)
+    ordered = every[order]
+    new = np.ones(len(every), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    run = np.cumsum(new) - 1
+    is_id = order < n
+    owner = np.full(int(run[-1]) + 1 if len(run) else 0, -1, dtype=np.int64)
+    owner[run[is_id]] = order[is_id]
+    found = np.empty(len(every), dtype=np.int64)
+    found[order] = owner[run]
+    check = [_hashes(x, _SEEDS[1]) for x in (ids, *queries)]
+    exact = np.bincount(run[is_id]).max(initial=0) <= 1
+    out, at = [], n
+    for query, second in zip(queries, check[1:], strict=True):
+        hit = found[at : at + len(query)]
+        at += len(query)
+        hit[query.is_null().to_numpy()] = -1
+        matched = hit >= 0
+        exact = exact and bool((check[0][hit[matched]] == second[matched]).all())
+        out.append(hit)
+    return out if exact else [_join_index(ids, q) for q in queries]
+
+
+def _join_index(ids: pl.Series, query: pl.Series) -> np.ndarray:
+    """Exact (slower) :func:`_locate`, used only when two hashes collide."""
+    index = pl.DataFrame({s.ID: ids, _IDX: pl.int_range(len(ids), eager=True)})
+    found = query.alias(s.ID).to_frame().join(index, on=s.ID, how="left", maintain_order="left")
+    return found.get_column(_IDX).cast(pl.Int64).fill_null(-1).to_numpy().copy()
+
+
+def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """Distinct rows of ``keys`` (nulls equal) and each row's index among them."""
+    if keys.height == 0:
+        return keys, np.zeros(0, dtype=np.int64)
+    first_hash = _hashes(keys, _SEEDS[0])
+    _, first, inverse = np.unique(first_hash, return_index=True, return_inverse=True)
+    second = _hashes(keys, _SEEDS[1])
+    if (second[first][inverse] == second).all():
+        return keys[first], inverse.astype(np.int64)
+    groups = keys.unique(maintain_order=True, keep="first")
+    index = keys.join(
+        groups.with_row_index(_IDX),
+        on=keys.columns,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
     )
+    return groups, index.get_column(_IDX).cast(pl.Int64).to_numpy().copy()
 
 
-def _parent_index(calls: pl.DataFrame, index: pl.DataFrame) -> np.ndarray:
-    """Row index of each call's parent within ``calls``; -1 for roots and outside parents."""
-    parents = calls.select(pl.col(s.PARENT_ID).alias(s.ID)).join(
-        index, on=s.ID, how="left", maintain_order="left"
-    )
-    return parents.get_column(_IDX).cast(pl.Int64).fill_null(-1).to_numpy().copy()
+def _ancestors(up: np.ndarray) -> list[np.ndarray] | None:
+    """``[anc_0, anc_1, ...]`` until every call reaches the sentinel; None on a cycle."""
+    n = len(up) - 1
+    tables, anc = [], up
+    for _ in range(max(1, n.bit_length())):  # 2**rounds >= n steps
+        if (anc[:n] == n).all():
+            return tables
+        tables.append(anc)
+        anc = anc[anc]
+    return tables if (anc[:n] == n).all() else None
 
 
-def _jump(anc: np.ndarray) -> np.ndarray:
-    """``anc[anc]``, keeping -1 (no ancestor) as -1."""
-    return np.where(anc >= 0, anc[np.maximum(anc, 0)], -1)
-
-
-def _cut_cycles(parent: np.ndarray) -> None:
+def _cut_cycles(up: np.ndarray) -> None:
     """Detach, in place, every call that lies on a parent cycle."""
-    n = len(parent)
-    anc = parent
-    for _ in range(max(1, int(n).bit_length())):  # 2**rounds >= n
-        if not (anc >= 0).any():
-            return
-        anc = _jump(anc)
-    stuck = np.flatnonzero(anc >= 0)
-    if len(stuck) == 0:
-        return
+    n = len(up) - 1
+    anc = up
+    rounds = max(1, n.bit_length())
+    for _ in range(rounds):
+        anc = anc[anc]
     # After >= n steps a call that never reaches a root sits on its cycle; walking up
     # 1, 2, 4, ... steps from those calls covers each whole cycle.
-    on_cycle = np.zeros(n, dtype=bool)
-    on_cycle[anc[stuck]] = True
-    step = parent.copy()
-    for _ in range(max(1, int(n).bit_length()) + 1):
+    on_cycle = np.zeros(n + 1, dtype=bool)
+    on_cycle[anc[np.flatnonzero(anc[:n] != n)]] = True
+    step = up.copy()
+    for _ in range(rounds + 1):
         members = np.flatnonzero(on_cycle)
         on_cycle[step[members]] = True
-        step = _jump(step)
-    parent[on_cycle] = -1
+        step = step[step]
+    on_cycle[n] = False
+    up[on_cycle] = n
 
 
 def _preorder(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last preorder position of each call's subtree (cycles are cut first)."""
-    _cut_cycles(parent)
+    """Preorder position and subtree size of each call (cycles are cut first)."""
     n = len(parent)
-    size = np.ones(n, dtype=np.int64)
-    anc = parent
-    while (anc >= 0).any():
-        has = anc >= 0
-        size = size + np.bincount(anc[has], weights=size[has], minlength=n).astype(np.int64)
-        anc = _jump(anc)
-
-    order = np.argsort(parent, kind="stable")
-    sorted_parent = parent[order]
-    before = np.cumsum(size[order]) - size[order]  # sizes of all earlier rows in this order
-    first = np.searchsorted(sorted_parent, sorted_parent, side="left")
-    offset = np.empty(n, dtype=np.int64)
-    offset[order] = before - before[first] + (sorted_parent >= 0)
-
-    start = offset
-    anc = parent
-    while (anc >= 0).any():
-        start = start + np.where(anc >= 0, start[np.maximum(anc, 0)], 0)
-        anc = _jump(anc)
-    return start, start + size - 1
+    up = np.append(np.where(parent >= 0, parent, n), n)  # row n: the sentinel "no parent"
+    tables = _ancestors(up)
+    if tables is None:
+        _cut_cycles(up)
+        tables = _ancestors(up) or []
+    size = np.ones(n + 1)
+    size[n] = 0
+    for anc in tables:
+        size += np.bincount(anc, weights=size, minlength=n + 1)
+        size[n] = 0
+    order = np.argsort(up[:n])
+    ordered = up[order]
+    sizes = size[order]
+    before = np.cumsum(sizes) - sizes  # sizes of all earlier rows in this order
+    new = np.ones(n, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    first = np.flatnonzero(new)[np.cumsum(new) - 1]
+    start = np.zeros(n + 1)
+    start[order] = before - before[first] + (ordered != n)
+    for anc in tables:
+        start += start[anc]
+    return start[:n].astype(np.int64), size[:n].astype(np.int64)
