@@ -1,11 +1,87 @@
-"""`trace-usage rollup` (not implemented yet)."""
+"""`trace-usage rollup`: score exported calls in bulk, with Polars or on Spark."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from engine.errors import TraceUsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `rollup` subcommand."""
-    parser = subparsers.add_parser("rollup", help="not implemented yet")
-    parser.set_defaults(func=lambda args: print("not implemented yet") or 2)
+    parser = subparsers.add_parser(
+        "rollup",
+        help="roll up usage of exported calls, trace by trace, into Parquet",
+        description="One row per (call, model) of each call's usage rolled up with its "
+        "descendants, every trace being one selection (no limit applies).",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="Parquet or JSON Lines: file, dir or glob"
+    )
+    parser.add_argument("--output", "-o", required=True, help="Parquet file to write")
+    parser.add_argument("--include-costs", action="store_true", help="price every row")
+    parser.add_argument("--prices", help="CSV/Parquet of extra (project) price rows")
+    parser.add_argument("--project", help="only this project's traces")
+    parser.add_argument("--filter", type=_json, help="CallsFilter as JSON, applied per trace")
+    parser.add_argument("--query", type=_json, help='{"$expr": ...} as JSON, applied per trace')
+    parser.add_argument("--summary-usage", choices=("own", "auto"), default="own")
+    parser.add_argument("--engine", choices=("polars", "spark"), default="polars")
+    parser.add_argument("--master", default="local[*]", help="Spark master (--engine spark)")
+    parser.add_argument("--buckets", type=int, help="hash buckets (default: by --bucket-rows)")
+    parser.add_argument("--bucket-rows", type=int, default=500_000, help="calls per bucket")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the rollup; engine errors are reported as one line and exit code 2."""
+    common = {
+        "include_costs": args.include_costs,
+        "prices": args.prices,
+        "project_id": args.project,
+        "filter": args.filter,
+        "query": args.query,
+        "summary_usage": args.summary_usage,
+    }
+    try:
+        if args.engine == "spark":
+            from engine.spark import rollup_spark_files
+
+            rollup_spark_files(args.inputs, args.output, master=args.master, **common)
+            print(f"wrote {args.output}", file=sys.stderr)
+            return 0
+        from engine.batch import rollup_files
+
+        stats = rollup_files(
+            args.inputs,
+            args.output,
+            buckets=args.buckets,
+            bucket_rows=args.bucket_rows,
+            workers=args.workers,
+            progress=not args.no_progress,
+            **common,
+        )
+    except TraceUsageError as err:
+        print(f"trace-usage rollup: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {stats.rows} rows for {stats.calls} calls in {stats.traces} traces "
+        f"to {args.output}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,152 @@
+"""The batch rollup on a PySpark DataFrame: Spark groups, the Polars engine computes.
+
+Spark only moves data: it groups calls by (project_id, trace_id) -- or, with ``buckets``, by
+a hash of that pair, so that one engine run serves many traces -- and hands each group to
+:func:`engine.batch.rollup_traces` as Arrow (``applyInArrow``). There is no second
+implementation of the rollup; results equal :func:`engine.batch.rollup_frame`'s.
+
+Import this module only when pyspark is installed (the ``spark`` extra); executors need this
+package installed too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812
+from pyspark.sql import types as T  # noqa: N812
+
+from engine import schema as s
+from engine.batch import OUTPUT_SCHEMA, PricesArg, RollupOptions, make_options, rollup_traces
+from engine.io import iter_jsonl_calls, resolve_inputs
+
+_BUCKET = "__bucket"
+_SPARK_TYPES: dict[type[pl.DataType], T.DataType] = {
+    pl.String: T.StringType(),
+    pl.Int64: T.LongType(),
+    pl.Float64: T.DoubleType(),
+    pl.Boolean: T.BooleanType(),
+}
+
+
+def output_schema() -> T.StructType:
+    """:data:`engine.batch.OUTPUT_SCHEMA` as a Spark schema."""
+    return T.StructType(
+        [
+            T.StructField(name, _SPARK_TYPES[type(dtype)], True)
+            for name, dtype in OUTPUT_SCHEMA.items()
+        ]
+    )
+
+
+def _arrow_output_schema() -> pa.Schema:
+    """The Arrow schema Spark expects back (plain strings, not views)."""
+    kinds = {pl.String: pa.string(), pl.Int64: pa.int64(), pl.Float64: pa.float64()}
+    kinds[pl.Boolean] = pa.bool_()
+    return pa.schema([(name, kinds[type(dtype)]) for name, dtype in OUTPUT_SCHEMA.items()])
+
+
+def _roll_group(options: RollupOptions, table: pa.Table) -> pa.Table:
+    """One Spark group (whole traces) through the engine."""
+    calls = s.conform(pl.from_arrow(table).lazy(), s.CALL_SCHEMA, "calls").collect()
+    return rollup_traces(calls, options).to_arrow().cast(_arrow_output_schema())
+
+
+def rollup_spark(
+    df: DataFrame,
+    *,
+    include_costs: bool = False,
+    prices: PricesArg = None,
+    project_id: str | None = None,
+    filter: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
+    summary_usage: str = "own",
+    buckets: int | None = None,
+) -> DataFrame:
+    """Rollup rows (:data:`engine.batch.OUTPUT_SCHEMA`) of a Spark DataFrame of calls.
+
+    ``df`` has the columns of :data:`engine.schema.CALL_SCHEMA` (missing optional ones
+    read as null; timestamps as Spark timestamps, JSON columns as text). The options are
+    those of :func:`engine.batch.rollup_frame`. By default every (project_id, trace_id) is
+    one group and one engine run; ``buckets`` instead groups traces by a hash into that
+    many groups, so each engine run serves many traces (far less per-trace overhead; each
+    group must fit in an executor's memory).
+    """
+    options = make_options(
+        include_costs=include_costs,
+        prices=prices,
+        project_id=project_id,
+        filter=filter,
+        query=query,
+        summary_usage=summary_usage,
+    )
+    calls = df.select(*[c for c in options.columns() if c in df.columns])
+    if project_id is not None:
+        calls = calls.filter(F.col(s.PROJECT_ID) == project_id)
+
+    def roll(table):  # no annotations: Spark then passes one pa.Table per group
+        return _roll_group(options, table)
+
+    if buckets is None:
+        grouped = calls.groupBy(s.PROJECT_ID, s.TRACE_ID)
+    else:
+        key = F.pmod(F.xxhash64(s.PROJECT_ID, s.TRACE_ID), F.lit(buckets))
+        grouped = calls.withColumn(_BUCKET, key).groupBy(_BUCKET)
+    return grouped.applyInArrow(roll, output_schema())
+
+
+def local_session(master: str = "local[*]") -> SparkSession:
+    """A Spark session whose Python workers run this interpreter, in UTC."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(master)
+        .appName("trace-usage rollup")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+
+
+def read_calls_spark(spark: SparkSession, inputs: Iterable[str | Path], work: Path) -> DataFrame:
+    """Parquet and JSON Lines inputs as one Spark DataFrame (JSON Lines via Parquet in ``work``)."""
+    parquet, jsonl = resolve_inputs(inputs)
+    paths = [str(p) for p in parquet]
+    for i, path in enumerate(jsonl):
+        for j, chunk in enumerate(iter_jsonl_calls(path)):
+            work.mkdir(parents=True, exist_ok=True)
+            target = work / f"{i:06d}-{j:06d}.parquet"
+            chunk.write_parquet(target)
+            paths.append(str(target))
+    return spark.read.option("mergeSchema", "true").parquet(*paths)
+
+
+def rollup_spark_files(
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    *,
+    master: str = "local[*]",
+    **options: Any,
+) -> None:
+    """``trace-usage rollup --engine spark``: inputs to a Parquet directory ``output``.
+
+    Uses the active Spark session if there is one, else starts (and then stops) one on
+    ``master``; ``options`` are those of :func:`rollup_spark`.
+    """
+    active = SparkSession.getActiveSession()
+    spark = active or local_session(master)
+    try:
+        with tempfile.TemporaryDirectory(prefix="trace-usage-spark-") as tmp:
+            calls = read_calls_spark(spark, inputs, Path(tmp))
+            rollup_spark(calls, **options).write.mode("overwrite").parquet(str(output))
+    finally:
+        if active is None:
+            spark.stop()
