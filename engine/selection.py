@@ -1,31 +1,37 @@
-"""Which calls a request selects: candidates, then CallsFilter and $expr, as one predicate.
+"""Which calls a request selects: ``CallsFilter`` and ``$expr`` as one predicate.
 
-Placeholder until the query compiler lands: trace_ids, call_ids, parent_ids and
-trace_roots_only only.
+JSON fields the query reads are extracted once into helper columns, which are dropped
+again after the filter, so the result keeps the input's columns.
 """
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import and_
+
 import polars as pl
 
-from engine import schema as s
+from engine.filters import filter_exprs
 from engine.models import CallsFilter, Query
+from engine.query import Ctx, compile_predicate, parse_query
 
 
 def select_calls(
     calls: pl.LazyFrame, filter: CallsFilter | None, query: Query | None
 ) -> pl.LazyFrame:
-    """Rows of ``calls`` that ``filter`` and ``query`` keep."""
-    preds: list[pl.Expr] = []
-    if filter is not None:
-        for field, column in (
-            ("trace_ids", s.TRACE_ID),
-            ("call_ids", s.ID),
-            ("parent_ids", s.PARENT_ID),
-        ):
-            values = getattr(filter, field)
-            if values:
-                preds.append(pl.col(column).is_in(values))
-        if filter.trace_roots_only:
-            preds.append(pl.col(s.PARENT_ID).is_null())
-    return calls.filter(*preds) if preds else calls
+    """Rows of ``calls`` that ``filter`` and ``query`` keep (still lazy).
+
+    Examples
+    --------
+    >>> calls = pl.LazyFrame({"id": ["a", "b"], "inputs": ['{"k": 1}', '{"k": 2}']})
+    >>> q = Query.model_validate({"$expr": {"$gt": [{"$getField": "inputs.k"}, {"$literal": 1}]}})
+    >>> select_calls(calls, None, q).collect()["id"].to_list()
+    ['b']
+    """
+    preds = filter_exprs(filter)
+    ctx = Ctx()
+    if query is not None:
+        preds.append(compile_predicate(parse_query(query.expr_), ctx))
+    if not preds:
+        return calls
+    return ctx.apply(calls).filter(reduce(and_, preds)).drop(ctx.names)
