@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from engine import schema as s
 from engine.models import CallsUsageReq, CallsUsageRes, TraceUsageReq, TraceUsageRes
@@ -60,14 +62,24 @@ class AnswerCache:
         return value
 
 
+def _cache_key(kind: str, req: BaseModel) -> tuple | None:
+    """The request as canonical JSON; None (not cached) when pydantic cannot serialize it,
+    e.g. a query nested past its depth limit, which the engine then rejects."""
+    try:
+        return (kind, req.model_dump_json(by_alias=True))
+    except PydanticSerializationError:
+        return None
+
+
 def _answer(
-    request: Request, key: tuple, compute: Callable[[], UsageResult], version: int
+    request: Request, key: tuple | None, compute: Callable[[], UsageResult], version: int
 ) -> Response:
     def run() -> tuple[bytes, int]:
         result = compute()
         return result.to_json(), result.call_ids.len()
 
-    body, calls = request.app.state.usage_cache.get_or_compute((*key, version), run)
+    cache = request.app.state.usage_cache
+    body, calls = run() if key is None else cache.get_or_compute((*key, version), run)
     request.state.calls_selected = calls
     return Response(body, media_type=JSON)
 
@@ -95,7 +107,7 @@ def trace_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    key = ("trace", req.model_dump_json(by_alias=True))
+    key = _cache_key("trace", req)
     return _answer(request, key, compute, store.version())
 
 
@@ -122,7 +134,7 @@ def calls_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    key = ("calls", req.model_dump_json(by_alias=True))
+    key = _cache_key("calls", req)
     return _answer(request, key, compute, store.version())
 
 
