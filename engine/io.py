@@ -193,7 +193,7 @@ def price_rows(raw: pl.DataFrame, what: str = "price rows") -> pl.DataFrame:
 
     def optional(name: str, dtype: pl.DataType, default: Any) -> pl.Expr:
         column = pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype)
-        return column.fill_null(default).alias(name)
+        return (column if default is None else column.fill_null(default)).alias(name)
 
     dtype = raw.schema[s.EFFECTIVE_DATE]
     date = pl.col(s.EFFECTIVE_DATE)
