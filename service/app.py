@@ -31,7 +31,7 @@ from engine.errors import (
 from service import metrics as metrics_routes
 from service.auth import KeyStore
 from service.metrics import Metrics
-from service.middleware import AccessMiddleware, BodyLimitMiddleware
+from service.middleware import AccessMiddleware, BodyLimitMiddleware, JsonBodyMiddleware
 from service.routes import costs, health, ingest, objects, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
@@ -107,7 +107,6 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
         title="trace-usage",
         summary="Weave's /trace/usage and /calls/usage over an embedded store.",
         lifespan=lifespan,
-        strict_content_type=False,  # Weave's client posts JSON without a Content-Type
     )
     app.state.settings = settings
     app.state.store = store
@@ -124,6 +123,7 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)

@@ -27,6 +27,26 @@ async def send_error(send: Send, status: int, reason: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class JsonBodyMiddleware:
+    """Read bodies sent without a JSON Content-Type as JSON.
+
+    Weave's client posts JSON with no Content-Type and ``curl -d`` labels it a form; no
+    endpoint here takes forms, so both are relabelled ``application/json`` (multipart file
+    uploads keep theirs).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            kind = dict(scope["headers"]).get(b"content-type", b"")
+            if not kind or kind.startswith(b"application/x-www-form-urlencoded"):
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """413 for bodies over ``max_bytes``: by ``Content-Length``, else while counting chunks."""
 

@@ -163,17 +163,20 @@ def test_calls_usage_without_ids_does_not_load_the_project(client: Any, store: F
     assert store.loads == []
 
 
-def test_json_body_is_accepted_with_or_without_content_type(client: Any) -> None:
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/x-www-form-urlencoded"]
+)
+def test_json_body_is_read_as_json_whatever_it_is_labelled(
+    client: Any, content_type: str | None
+) -> None:
     c, auth = client
     body = json.dumps({"project_id": PROJECT}).encode()
-    bare = c.post("/trace/usage", content=body, auth=auth)
-    typed = c.post(
-        "/trace/usage", content=body, auth=auth, headers={"content-type": "application/json"}
-    )
-    assert "content-type" not in bare.request.headers
-    assert bare.status_code == typed.status_code == 200
-    assert bare.content == typed.content
-    assert bare.headers["content-type"] == "application/json"
+    headers = {} if content_type is None else {"content-type": content_type}
+    res = c.post("/trace/usage", content=body, auth=auth, headers=headers)
+    assert res.request.headers.get("content-type") == content_type
+    assert res.status_code == 200
+    assert res.headers["content-type"] == "application/json"
+    assert set(res.json()) == {"call_usage", "unfinished_call_ids"}
 
 
 def test_gzip_only_when_accepted(client: Any) -> None:

@@ -69,10 +69,16 @@ def _seed(settings: Settings, keys: KeyStore) -> None:
         seed_sample(store, SAMPLE_DIR)
     finally:
         store.close()
-    if not keys.keys():
-        record, secret = keys.add(SAMPLE_USER, [SAMPLE_PROJECT])
-        print("Created a development key for the sample project:")
-        print_new_key(record, secret, f"http://{settings.host}:{settings.port}")
+    if keys.keys():
+        print(
+            f"API keys exist in {settings.keys_path} (trace-usage keys list); add one with\n"
+            f"  trace-usage keys add --data-dir {settings.data_dir} --user USER "
+            f"--projects {SAMPLE_PROJECT}"
+        )
+        return
+    record, secret = keys.add(SAMPLE_USER, [SAMPLE_PROJECT])
+    print("Created a development key for the sample project:")
+    print_new_key(record, secret, f"http://{settings.host}:{settings.port}")
 
 
 def _log_config(level: str) -> dict[str, Any]:
