@@ -8,7 +8,7 @@ import pytest
 
 from service.auth import KeyStore
 from service.cli import build_parser, main
-from service.commands.serve import refusal, settings_from_args
+from service.commands.serve import refusal, seed, settings_from_args
 from service.settings import Settings
 
 
@@ -92,3 +92,31 @@ def test_refuses_several_workers_on_the_single_process_store(
 ) -> None:
     assert main(["serve", "--workers", "2", "--data-dir", str(tmp_path)]) != 0
     assert "one process" in capsys.readouterr().err
+
+
+def test_seed_sample_imports_once_and_prints_a_development_key_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.importer import SAMPLE_PROJECT
+    from service.store import CallStore
+
+    settings = Settings(data_dir=tmp_path)
+    keys = KeyStore(settings.keys_path)
+    seed(settings, keys)
+    out = capsys.readouterr().out
+    secret = next(line.split()[-1] for line in out.splitlines() if line.startswith("api key:"))
+    record = keys.authenticate("dev", secret)
+    assert record is not None and record.projects == (SAMPLE_PROJECT,)
+    assert f"curl -u 'dev:{secret}' http://127.0.0.1:8000/trace/usage" in out
+
+    seed(settings, keys)
+    again = capsys.readouterr().out
+    assert "api key:" not in again and "trace-usage keys add" in again
+    assert len(keys.keys()) == 1
+    store = CallStore(settings.db_path)
+    try:
+        calls, _ = store.load(SAMPLE_PROJECT)
+        ids = calls.select("id").collect().get_column("id")
+        assert ids.len() == store.stats()["calls"] > 20_000 and ids.is_unique().all()
+    finally:
+        store.close()

@@ -60,7 +60,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
-def _seed(settings: Settings, keys: KeyStore) -> None:
+def seed(settings: Settings, keys: KeyStore) -> None:
+    """Import the sample into an empty store; make and print a key if there is none."""
     from service.importer import SAMPLE_DIR, SAMPLE_PROJECT, seed_sample
     from service.store import CallStore
 
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyStore(settings.keys_path)
     if args.seed_sample:
-        _seed(settings, keys)
+        seed(settings, keys)
     problem = refusal(settings, keys)
     if problem:
         print(problem, file=sys.stderr)
