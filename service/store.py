@@ -181,20 +181,34 @@ def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
 
     Start columns come from the last part carrying a start, end columns from the last part
     carrying an end; a call with no start part keeps the ``started_at`` of its first end.
+
+    Examples
+    --------
+    >>> t = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    >>> parts = parts_frame([
+    ...     call_part({"project_id": "p", "id": "a", "ended_at": t}, start=False, end=True),
+    ...     call_part({"project_id": "p", "id": "a", "op_name": "op", "started_at": t},
+    ...               start=True, end=False),
+    ... ])
+    >>> merge_parts(parts).select("op_name", "ended_at").rows()
+    [('op', datetime.datetime(2025, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC')))]
     """
     key = [s.PROJECT_ID, s.ID]
     if not parts.select(pl.struct(key).is_duplicated().any()).item():
         return parts
     has_start = pl.col(COMPLETE) | pl.col(s.OP_NAME).is_not_null()
     has_end = pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null()
-    first_end = pl.col(s.STARTED_AT).filter(has_end).first()
+    # a side no part carries keeps the first part's placeholders, as a single write would
+    sides = ((START_COLUMNS, has_start), (END_COLUMNS, has_end))
     merged = parts.group_by(key, maintain_order=True).agg(
-        *(pl.col(c).filter(has_start).last() for c in START_COLUMNS if c != s.STARTED_AT),
-        pl.when(has_start.any())
-        .then(pl.col(s.STARTED_AT).filter(has_start).last())
-        .otherwise(first_end)
-        .alias(s.STARTED_AT),
-        *(pl.col(c).filter(has_end).last() for c in END_COLUMNS),
+        *(
+            pl.when(has.any())
+            .then(pl.col(c).filter(has).last())
+            .otherwise(pl.col(c).first())
+            .alias(c)
+            for cols, has in sides
+            for c in cols
+        ),
         pl.col(s.DELETED_AT).filter(pl.col(COMPLETE)).last(),
         pl.col(COMPLETE).any(),
     )

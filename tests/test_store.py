@@ -1,0 +1,277 @@
+"""CallStore: merging of parts, persistence, migrations, load push-down, delete, threads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine import schema as s
+from service.migrations import LATEST
+from service.store import DB_FILE, CallStore, call_part, merge_parts, parts_frame
+
+P = "e/p"
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def start(call_id: str, trace: str = "t", parent: str | None = None, **kw: Any) -> dict:
+    call = {
+        "project_id": P,
+        "id": call_id,
+        "trace_id": trace,
+        "parent_id": parent,
+        "op_name": "op",
+        "started_at": T0,
+        "attributes": {"a": 1},
+        "inputs": {"x": "weave-trace-internal:///p/object/o:1"},
+        **kw,
+    }
+    return call_part(call, start=True, end=False)
+
+
+def end(call_id: str, tokens: int = 1, **kw: Any) -> dict:
+    call = {
+        "project_id": P,
+        "id": call_id,
+        "ended_at": T0 + dt.timedelta(seconds=tokens),
+        "output": {"o": tokens},
+        "summary": {"usage": {"m": {"prompt_tokens": tokens, "requests": 1}}},
+        **kw,
+    }
+    return call_part(call, start=False, end=True)
+
+
+def complete(call_id: str, tokens: int = 1) -> dict:
+    call = {
+        "project_id": P,
+        "id": call_id,
+        "trace_id": "t",
+        "op_name": "op",
+        "started_at": T0,
+        "inputs": {},
+        "ended_at": T0,
+        "summary": {"usage": {"m": {"prompt_tokens": tokens}}},
+    }
+    return call_part(call, start=True, end=True)
+
+
+def snapshot(store: CallStore, project: str = P) -> tuple[pl.DataFrame, pl.DataFrame]:
+    calls, usage = store.load(project)
+    return calls.collect().sort(s.ID), usage.collect().sort(s.ID, s.MODEL)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    st = CallStore(tmp_path / DB_FILE)
+    yield st
+    st.close()
+
+
+def _random_parts(rng: random.Random, n: int = 12) -> list[dict]:
+    parts = []
+    for i in range(n):
+        cid = f"c{i % 5}"
+        kind = rng.choice(["start", "end", "end", "complete"])
+        if kind == "start":
+            parts.append(start(cid, display_name=f"d{i}", started_at=T0 + dt.timedelta(seconds=i)))
+        elif kind == "end":
+            parts.append(end(cid, tokens=i, started_at=T0 - dt.timedelta(seconds=i)))
+        else:
+            parts.append(complete(cid, tokens=100 + i))
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_one_batch_equals_the_same_parts_one_by_one(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    parts = _random_parts(rng)
+    one = CallStore(tmp_path / "one.duckdb")
+    many = CallStore(tmp_path / "many.duckdb")
+    one.write_parts(parts_frame(parts))
+    for part in parts:
+        many.write_parts(parts_frame([part]))
+    a, b = snapshot(one), snapshot(many)
+    assert_frame_equal(a[0], b[0])
+    assert_frame_equal(a[1], b[1])
+    one.close(), many.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_start_and_end_order_does_not_matter(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    parts = [p for i in range(6) for p in (start(f"c{i}", parent="c0"), end(f"c{i}", i))]
+    orders = []
+    for k in range(2):
+        rng.shuffle(parts)
+        st = CallStore(tmp_path / f"{k}.duckdb")
+        for i in range(0, len(parts), rng.choice([1, 3])):
+            st.write_parts(parts_frame(parts[i : i + 3]))
+        orders.append(snapshot(st))
+        st.close()
+    assert_frame_equal(orders[0][0], orders[1][0])
+    assert_frame_equal(orders[0][1], orders[1][1])
+
+
+def test_merge_keeps_first_end_started_at_until_a_start_arrives() -> None:
+    parts = parts_frame(
+        [end("a", 1, started_at=T0), end("a", 2, started_at=T0 + dt.timedelta(days=1))]
+    )
+    merged = merge_parts(parts)
+    assert merged.height == 1
+    assert merged[s.STARTED_AT][0] == T0 and merged[s.OUTPUT][0] == '{"o":2}'
+
+
+def test_persists_across_restart_and_migrates_once(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILE
+    st = CallStore(path)
+    st.write_parts(parts_frame([start("a"), end("a", 7), start("b", parent="a")]))
+    before = snapshot(st)
+    st.close()
+    st = CallStore(path)
+    after = snapshot(st)
+    assert_frame_equal(before[0], after[0])
+    assert_frame_equal(before[1], after[1])
+    assert after[1].select(s.ID, s.MODEL, "prompt_tokens").rows() == [("a", "m", 7)]
+    st.close()
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
+    con.execute("INSERT INTO schema_version VALUES (?)", [LATEST + 1])
+    con.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        CallStore(path)
+
+
+def test_columns_types_and_refs(store: CallStore) -> None:
+    store.write_parts(parts_frame([start("a"), end("a", 3)]))
+    calls, usage = store.load(P)
+    assert calls.collect_schema() == pl.Schema(s.CALL_SCHEMA)
+    assert usage.collect_schema() == pl.Schema(s.USAGE_SCHEMA)
+    row = calls.collect().row(0, named=True)
+    assert row[s.INPUT_REFS] == ["weave-trace-internal:///p/object/o:1"]
+    assert row[s.OUTPUT_REFS] == [] and row[s.ATTRIBUTES] == '{"a":1}'
+    assert row[s.ENDED_AT] == T0 + dt.timedelta(seconds=3)
+
+
+def test_load_pushes_down_project_traces_and_calls(store: CallStore) -> None:
+    store.write_parts(
+        parts_frame(
+            [
+                start("a", "t1"),
+                end("a", 1),
+                start("b", "t2"),
+                end("b", 2),
+                start("c", "t2"),
+                call_part({**start("z"), "project_id": "other/p"}, start=True, end=False),
+            ]
+        )
+    )
+
+    def ids(**kw: Any) -> tuple[list[str], list[str]]:
+        calls, usage = store.load(P, **kw)
+        return sorted(calls.collect()[s.ID]), sorted(usage.collect()[s.ID])
+
+    assert ids() == (["a", "b", "c"], ["a", "b"])
+    assert ids(trace_ids=["t2"]) == (["b", "c"], ["b"])
+    assert ids(call_ids=["a", "c"]) == (["a", "c"], ["a"])
+    assert ids(trace_ids=["t2"], call_ids=["a", "c"]) == (["c"], [])
+    assert ids(trace_ids=[]) == ([], [])
+    assert sorted(store.load("other/p")[0].collect()[s.ID]) == ["z"]
+
+
+def test_delete_is_trace_scoped_and_survives_cycles(store: CallStore) -> None:
+    store.write_parts(
+        parts_frame(
+            [
+                start("root", "t1"),
+                start("kid", "t1", parent="root"),
+                start("grandkid", "t1", parent="kid"),
+                start("elsewhere", "t2", parent="kid"),  # another trace: not a descendant
+                start("x", "t3", parent="y"),
+                start("y", "t3", parent="x"),  # a cycle
+            ]
+        )
+    )
+    version = store.version()
+    assert store.delete_calls(P, ["kid", "ghost"]) == 3  # kid, grandkid, and the unknown id
+    assert store.delete_calls(P, ["x"]) == 2
+    calls = store.load(P)[0].collect()
+    deleted = set(calls.filter(pl.col(s.DELETED_AT).is_not_null())[s.ID])
+    assert deleted == {"kid", "grandkid", "x", "y"}
+    assert store.version() == version + 2
+    # deleting again does not move the mark
+    first = calls.filter(pl.col(s.ID) == "kid")[s.DELETED_AT][0]
+    store.delete_calls(P, ["kid"], now=T0)
+    assert store.load(P)[0].collect().filter(pl.col(s.ID) == "kid")[s.DELETED_AT][0] == first
+
+
+def test_a_failing_write_leaves_nothing(store: CallStore) -> None:
+    bad = end("b")
+    bad[s.SUMMARY] = '{"usage": {"m": {"requests": 99999999999999999999999}}}'
+    with pytest.raises(Exception, match="64-bit"):
+        store.write_parts(parts_frame([start("a"), end("a"), bad]))
+    assert store.stats()["calls"] == 0 and store.version() == 0
+
+
+def test_reads_see_whole_writes_while_threads_write(store: CallStore) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            for batch in range(30):
+                store.write_parts(parts_frame([start(f"{batch}-{i}") for i in range(20)]))
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+        finally:
+            done.set()
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                n = store.load(P)[0].collect().height
+                assert n % 20 == 0, n
+                store.stats()
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.stats()["calls"] == 600 and store.version() == 30
+
+
+def test_prices_default_then_project_rows(store: CallStore) -> None:
+    row = {
+        s.PRICING_LEVEL: "project",
+        s.PRICING_LEVEL_ID: P,
+        s.PROVIDER_ID: "default",
+        s.LLM_ID: "m",
+        s.EFFECTIVE_DATE: T0,
+        **{name: 1.0 for name in s.PRICES},
+        "prompt_token_cost_unit": "USD",
+        "completion_token_cost_unit": "USD",
+        "created_by": "ada",
+        "created_at": T0,
+    }
+    ids = store.add_prices([row, row | {s.LLM_ID: "n"}, row | {s.PRICING_LEVEL_ID: "o/p"}])
+    assert [llm for _, llm in ids] == ["m", "n", "m"] and len({i for i, _ in ids}) == 3
+    prices = store.prices(P)
+    assert dict(prices.schema) == s.PRICE_SCHEMA
+    tail = prices.filter(pl.col(s.PRICING_LEVEL) == "project")
+    assert tail[s.LLM_ID].to_list() == ["m", "n"] and tail[s.PRICE_SEQ].is_sorted()
+    assert prices.filter(pl.col(s.PRICING_LEVEL) == "default").height > 1000
+    store.purge_prices(P, [ids[0][0], ids[2][0]])  # the other project's row is not ours to purge
+    assert [r[s.LLM_ID] for r in store.project_price_rows(P)] == ["n"]
+    assert [r[s.LLM_ID] for r in store.project_price_rows("o/p")] == ["m"]
