@@ -44,8 +44,7 @@ class Rolled:
     call: np.ndarray
     group: np.ndarray
     groups: pl.DataFrame
-    metrics: list[str]
-    totals: np.ndarray
+    totals: dict[str, np.ndarray]
 
     def frame(self, ids: pl.Series) -> pl.DataFrame:
         """The rollup as a frame: ``id``, the group keys and the summed metrics."""
@@ -53,7 +52,7 @@ class Rolled:
             [
                 ids.gather(self.call).alias(s.ID),
                 *self.groups.gather(self.group).get_columns(),
-                *(pl.Series(m, self.totals[:, j]) for j, m in enumerate(self.metrics)),
+                *(pl.Series(name, sums) for name, sums in self.totals.items()),
             ]
         )
 
@@ -105,56 +104,63 @@ def rollup_rows(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) 
     key = row_group * n + start[row_call]
     bounds = np.zeros(width * n + 1, dtype=np.int64)  # rows before each (group, position)
     np.cumsum(np.bincount(key, minlength=width * n), out=bounds[1:])
-    base = np.arange(width, dtype=np.int64) * n
-    lo = bounds[start[:, None] + base]
-    hi = bounds[(start + size)[:, None] + base]
-    hit = np.flatnonzero(hi > lo)  # (call, group) pairs, call-major
+    at = np.empty(n, dtype=np.int64)  # the call at each preorder position
+    at[start] = np.arange(n)
+    ends = (np.arange(n) + size[at])[None, :] + np.arange(0, width * n, n)[:, None]
+    hit = np.flatnonzero(bounds[ends.ravel()] > bounds[:-1])  # (group, position) pairs
+    pairs = np.sort(at[hit % n] * width + hit // n)  # as (call, group), call-major
+    call, group = pairs // width, pairs % width
+    lo = group * n + start[call]
+    hi = lo + size[call]
 
+    lo, hi = bounds[lo], bounds[hi]
     order = np.argsort(key)
-    values = rows.select(metrics).to_numpy().astype(np.int64, copy=False)[order]
-    sums = np.zeros((len(key) + 1, len(metrics)), dtype=np.int64)
-    np.cumsum(values, axis=0, out=sums[1:])
-    totals = sums[hi.ravel()[hit]] - sums[lo.ravel()[hit]]
-    return Rolled(hit // width, hit % width, groups, metrics, totals)
+    sums = np.zeros(len(key) + 1, dtype=np.int64)
+    totals = {}
+    for name in metrics:
+        np.cumsum(rows.get_column(name).to_numpy()[order], out=sums[1:])
+        totals[name] = sums[hi] - sums[lo]
+    return Rolled(call, group, groups, totals)
 
 
 def _empty(groups: pl.DataFrame, metrics: list[str]) -> Rolled:
     none = np.zeros(0, dtype=np.int64)
-    return Rolled(none, none, groups, metrics, np.zeros((0, len(metrics)), dtype=np.int64))
-
-
-def _hashes(values: pl.Series | pl.DataFrame, seed: int) -> np.ndarray:
-    if isinstance(values, pl.DataFrame):
-        return values.hash_rows(seed).to_numpy()
-    return values.hash(seed).to_numpy()
+    return Rolled(none, none, groups, {name: none for name in metrics})
 
 
 def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
-    """Row of each query value in ``ids`` (unique), -1 when absent or null."""
+    """Row of each query value in ``ids`` (unique), -1 when absent or null.
+
+    Sorts 64-bit hashes with each value's position packed into the low bits (one plain
+    sort instead of an argsort); within a run of equal hashes the ids come first, so each
+    run's first entry is its id. A second, independent 64-bit hash confirms every match;
+    a collision anywhere falls back to exact joins.
+    """
     n = len(ids)
-    keys = [_hashes(x, _SEEDS[0]) for x in (ids, *queries)]
-    every = np.concatenate(keys)
-    order = np.argsort(every)
-    ordered = every[order]
-    new = np.ones(len(every), dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    run = np.cumsum(new) - 1
-    is_id = order < n
-    owner = np.full(int(run[-1]) + 1 if len(run) else 0, -1, dtype=np.int64)
-    owner[run[is_id]] = order[is_id]
-    found = np.empty(len(every), dtype=np.int64)
-    found[order] = owner[run]
-    check = [_hashes(x, _SEEDS[1]) for x in (ids, *queries)]
-    exact = np.bincount(run[is_id]).max(initial=0) <= 1
-    out, at = [], n
-    for query, second in zip(queries, check[1:], strict=True):
-        hit = found[at : at + len(query)]
-        at += len(query)
-        hit[query.is_null().to_numpy()] = -1
-        matched = hit >= 0
-        exact = exact and bool((check[0][hit[matched]] == second[matched]).all())
-        out.append(hit)
-    return out if exact else [_join_index(ids, q) for q in queries]
+    series = (ids, *queries)
+    total = sum(len(x) for x in series)
+    bits = np.uint64(max(1, total.bit_length()))
+    packed = np.concatenate([x.hash(_SEEDS[0]).to_numpy() for x in series])
+    packed >>= bits
+    packed <<= bits
+    packed |= np.arange(total, dtype=np.uint64)
+    packed.sort()
+    pos = (packed & np.uint64((1 << int(bits)) - 1)).astype(np.int64)
+    packed >>= bits
+    new = np.ones(total, dtype=bool)
+    np.not_equal(packed[1:], packed[:-1], out=new[1:])
+    owner = pos[np.maximum.accumulate(np.where(new, np.arange(total), 0))]
+    if ((owner != pos) & (pos < n)).any():  # two ids share a hash
+        return [_join_index(ids, q) for q in queries]
+    owner[owner >= n] = -1
+    found = np.empty(total, dtype=np.int64)
+    found[pos] = owner
+    found[n:][np.concatenate([q.is_null().to_numpy() for q in queries])] = -1
+    check = np.concatenate([x.hash(_SEEDS[1]).to_numpy() for x in series])
+    matched = np.flatnonzero(found >= 0)
+    if (check[found[matched]] != check[matched]).any():
+        return [_join_index(ids, q) for q in queries]
+    return np.split(found[n:], np.cumsum([len(q) for q in queries[:-1]]))
 
 
 def _join_index(ids: pl.Series, query: pl.Series) -> np.ndarray:
@@ -168,11 +174,12 @@ def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """Distinct rows of ``keys`` (nulls equal) and each row's index among them."""
     if keys.height == 0:
         return keys, np.zeros(0, dtype=np.int64)
-    first_hash = _hashes(keys, _SEEDS[0])
-    _, first, inverse = np.unique(first_hash, return_index=True, return_inverse=True)
-    second = _hashes(keys, _SEEDS[1])
-    if (second[first][inverse] == second).all():
-        return keys[first], inverse.astype(np.int64)
+    _, first, inverse = np.unique(
+        keys.hash_rows(_SEEDS[0]).to_numpy(), return_index=True, return_inverse=True
+    )
+    groups = keys[first]
+    if groups.gather(inverse).equals(keys):  # no two distinct keys share a hash
+        return groups, inverse.astype(np.int64)
     groups = keys.unique(maintain_order=True, keep="first")
     index = keys.join(
         groups.with_row_index(_IDX),
