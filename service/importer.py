@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 
 from engine import schema as s
 from engine.errors import InputDataError
-from service.store import COMPLETE, PART_SCHEMA, CallStore, call_part, extract_refs, parts_frame
+from engine.refs import input_refs, output_refs
+from service.store import COMPLETE, PART_SCHEMA, CallStore, call_part, parts_frame
 
 BATCH_ROWS = 10_000
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -164,15 +165,12 @@ def _parquet_frame(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _refs_from_json(texts: pl.Series, source: str, name: str) -> pl.Series:
     """Refs of JSON texts, for files written without the refs columns."""
-    values = []
-    for text in texts:
-        value = orjson.loads(text) if text is not None else None
-        if source == s.OUTPUT:
-            value = list(value.values()) if isinstance(value, dict) else [value]
-        else:
-            value = list(value.values()) if isinstance(value, dict) else []
-        values.append(extract_refs(value))
-    return pl.Series(name, values, dtype=pl.List(pl.String))
+    values = (orjson.loads(text) if text is not None else None for text in texts)
+    if source == s.OUTPUT:
+        refs = [output_refs(value) for value in values]
+    else:
+        refs = [input_refs(value if isinstance(value, dict) else None) for value in values]
+    return pl.Series(name, refs, dtype=pl.List(pl.String))
 
 
 def parquet_batches(path: Path, batch_rows: int) -> Iterator[tuple[pl.DataFrame, int]]:

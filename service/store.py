@@ -25,29 +25,10 @@ import polars as pl
 import pyarrow as pa
 
 from engine import schema as s
+from engine.refs import input_refs, output_refs
 from engine.trace_usage import price_table
 from engine.usage import usage_from_json
 from service.migrations import migrate
-
-try:  # the engine's ref extraction, once it lands
-    from engine.refs import extract_refs
-except ImportError:  # pragma: no cover - temporary stand-in with the reference's rule
-    _SCHEMES = ("weave-trace-internal:///", "wandb-artifact:///")
-
-    def extract_refs(values: Any) -> list[str]:
-        """Internal ref strings found anywhere in ``values``, first-seen order, unique."""
-        seen: dict[str, None] = {}
-        stack = [values]
-        while stack:
-            value = stack.pop()
-            if isinstance(value, dict):
-                stack.extend(reversed(list(value.values())))
-            elif isinstance(value, list):
-                stack.extend(reversed(value))
-            elif isinstance(value, str) and value.startswith(_SCHEMES):
-                seen[value] = None
-        return list(seen)
-
 
 DB_FILE = "trace_usage.duckdb"
 COMPLETE = "complete"  # part flag: the row is the whole call (replaces what is stored)
@@ -113,10 +94,6 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _output_values(output: Any) -> list[Any]:
-    return list(output.values()) if isinstance(output, dict) else [output]
-
-
 def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]:
     """One part row (:data:`PART_SCHEMA`) from a Weave call given as Python values.
 
@@ -132,13 +109,13 @@ def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]
             row[name] = call.get(name)
         inputs = call.get(s.INPUTS)
         row[s.ATTRIBUTES], row[s.INPUTS] = _json(call.get(s.ATTRIBUTES)), _json(inputs)
-        row[s.INPUT_REFS] = extract_refs(list(inputs.values()) if isinstance(inputs, dict) else [])
+        row[s.INPUT_REFS] = input_refs(inputs if isinstance(inputs, dict) else None)
     if end:
         for name in END_COLUMNS:
             row[name] = call.get(name)
         output = call.get(s.OUTPUT)
         row[s.OUTPUT], row[s.SUMMARY] = _json(output), _json(call.get(s.SUMMARY))
-        row[s.OUTPUT_REFS] = extract_refs(_output_values(output))
+        row[s.OUTPUT_REFS] = output_refs(output)
         if not start:
             row[s.STARTED_AT] = call.get(s.STARTED_AT)  # kept only while no start is stored
     if start and end:
