@@ -28,6 +28,9 @@ from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 from tests.reference.weave_ref import ims, tsi
 
+# weave 0.53.6 posts bytes with httpx's deprecated data=
+pytestmark = pytest.mark.filterwarnings("ignore:Use .content=.:DeprecationWarning")
+
 ENTITY = "interop"
 USER = "sdk"
 MODELS = ["interop-llm-a", "interop-llm-b", "interop-unpriced"]
