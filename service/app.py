@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import (
@@ -48,6 +49,25 @@ STATUS: dict[type[TraceUsageError], int] = {
     NotFoundError: 404,
 }
 GZIP_MIN_BYTES = 1024
+
+
+class ErrorRes(BaseModel):
+    """Every error answer: why, and where in the request when that is known."""
+
+    reason: str
+    path: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorRes, "description": text}
+    for code, text in (
+        (400, "Invalid query or request value"),
+        (401, "Missing or invalid credentials"),
+        (403, "Key not granted the project"),
+        (413, "Request body too large"),
+        (422, "Malformed JSON or invalid body"),
+    )
+}
 log = logging.getLogger("trace_usage.errors")
 
 
@@ -113,8 +133,9 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.state.keys = KeyStore(settings.keys_path)
     app.state.metrics = Metrics(store.stats)
     app.state.usage_cache = AnswerCache(settings.cache_size)
-    for module in (health, usage, ingest, costs, objects, metrics_routes):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (usage, ingest, costs, objects, metrics_routes):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     handlers: dict[Any, Any] = {
         TraceUsageError: _on_engine_error,
         StarletteHTTPException: _on_http_error,

@@ -438,6 +438,9 @@ def test_openapi_names_and_shapes_match_weave(client: Any) -> None:
         assert body["$ref"] == f"#/components/schemas/{req}"
         answer = op["responses"]["200"]["content"]["application/json"]["schema"]
         assert answer["$ref"] == f"#/components/schemas/{res}"
+        for code in ("400", "401", "403", "413", "422"):
+            error = op["responses"][code]["content"]["application/json"]["schema"]
+            assert error["$ref"] == "#/components/schemas/ErrorRes"
     usage = schemas["TraceUsageRes"]["properties"]["call_usage"]
     assert usage["additionalProperties"]["additionalProperties"]["$ref"].endswith(
         "/LLMAggregatedUsage"
