@@ -31,6 +31,7 @@ from engine.trace_usage import price_table
 from service.app import create_app
 from service.auth import KeyStore
 from service.middleware import BodyLimitMiddleware
+from service.routes.usage import AnswerCache
 from service.settings import Settings
 from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
@@ -501,3 +502,17 @@ def test_a_query_selects_through_http(client: Any, store: FakeStore) -> None:
         & pl.col("deleted_at").is_null()
     )
     assert set(res.json()["call_usage"]) == set(expected.get_column("id"))
+
+
+def test_cache_keeps_small_answers_only_and_evicts_the_oldest() -> None:
+    cache = AnswerCache(2, max_bytes=3)
+    computed: list[str] = []
+
+    def make(body: bytes) -> Any:
+        return lambda: computed.append(body.decode()) or (body, 1)
+
+    for key, body in [("a", b"1"), ("b", b"22"), ("a", b"1"), ("c", b"333"), ("b", b"22")]:
+        cache.get_or_compute((key,), make(body))
+    cache.get_or_compute(("big",), make(b"4444"))
+    cache.get_or_compute(("big",), make(b"4444"))
+    assert computed == ["1", "22", "333", "22", "4444", "4444"]

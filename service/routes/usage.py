@@ -33,6 +33,9 @@ router = APIRouter(tags=["usage"])
 class AnswerCache:
     """A thread-safe LRU of response bodies; ``size`` 0 disables it.
 
+    Bodies over ``max_bytes`` are not kept: the cache is for polls of single traces, and
+    ``size`` whole-project answers would hold a lot of memory.
+
     Examples
     --------
     >>> cache = AnswerCache(1)
@@ -40,8 +43,9 @@ class AnswerCache:
     ((b'x', 1), (b'x', 1))
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = 4 * 1024 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, tuple[bytes, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -54,7 +58,7 @@ class AnswerCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         value = compute()
-        if self.size > 0:
+        if self.size > 0 and len(value[0]) <= self.max_bytes:
             with self._lock:
                 self._items[key] = value
                 while len(self._items) > self.size:
