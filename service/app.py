@@ -8,7 +8,6 @@ the server log.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -68,7 +67,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "Malformed JSON or invalid body"),
     )
 }
-log = logging.getLogger("trace_usage.errors")
 
 
 def status_of(exc: TraceUsageError) -> int:
@@ -102,7 +100,7 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+    # Starlette re-raises after this answer, so the server logs the traceback once
     return _error(500, "internal server error")
 
 
