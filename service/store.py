@@ -284,6 +284,7 @@ class CallStore:
             .join(indexed.select("_row", s.PROJECT_ID, s.ID), on="_row")
             .select(s.PROJECT_ID, s.ID, s.MODEL, *s.RAW_COUNTERS)
         )
+        n_complete = int(merged.get_column(COMPLETE).sum())
         staged_parts = merged.to_arrow()
         staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
         staged_usage = usage.to_arrow()
@@ -293,16 +294,20 @@ class CallStore:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             try:
-                con.execute(_merge_sql(complete=True))
-                con.execute(_merge_sql(complete=False))
-                con.execute(
-                    "DELETE FROM usage USING staged_keys k "
-                    "WHERE usage.project_id = k.project_id AND usage.id = k.id"
-                )
-                con.execute(
-                    f"INSERT INTO usage (project_id, {_USAGE_COLS}) "
-                    f"SELECT project_id, {_USAGE_COLS} FROM staged_usage"
-                )
+                if n_complete:
+                    con.execute(_merge_sql(complete=True))
+                if n_complete < merged.height:
+                    con.execute(_merge_sql(complete=False))
+                if ended.height:
+                    con.execute(
+                        "DELETE FROM usage USING staged_keys k "
+                        "WHERE usage.project_id = k.project_id AND usage.id = k.id"
+                    )
+                if usage.height:
+                    con.execute(
+                        f"INSERT INTO usage (project_id, {_USAGE_COLS}) "
+                        f"SELECT project_id, {_USAGE_COLS} FROM staged_usage"
+                    )
             finally:
                 for name in ("staged_parts", "staged_keys", "staged_usage"):
                     con.unregister(name)
