@@ -9,21 +9,15 @@ default price table matters.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from weave.trace_server_bindings.remote_http_trace_server import RemoteHTTPTraceServer
 
+from tests.live_server import USER, Server, running_server
 from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 from tests.reference.weave_ref import ims, tsi
@@ -32,79 +26,18 @@ from tests.reference.weave_ref import ims, tsi
 pytestmark = pytest.mark.filterwarnings("ignore:Use .content=.:DeprecationWarning")
 
 ENTITY = "interop"
-USER = "sdk"
 MODELS = ["interop-llm-a", "interop-llm-b", "interop-unpriced"]
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
-STARTUP_SECONDS = 60
 MAX_BODY = 1_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _cli(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return done.stdout
-
-
-def _new_key(data_dir: Path, env: dict[str, str], *projects: str) -> str:
-    out = _cli("keys", "add", "--data-dir", str(data_dir), "--user", USER, "--projects", *projects,
-               env=env)  # fmt: skip
-    return re.search(r"^api key:\s+(\S+)$", out, re.M).group(1)
-
-
-class Server:
-    """A running ``trace-usage serve`` and keys for it."""
-
-    def __init__(self, url: str, key: str, narrow_key: str, proc: subprocess.Popen) -> None:
-        self.url, self.key, self.narrow_key, self.proc = url, key, narrow_key, proc
-
-    def client(self, key: str | None = None) -> RemoteHTTPTraceServer:
-        return RemoteHTTPTraceServer(self.url, auth=(USER, key or self.key))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("interop-data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_USAGE_")}
-    key = _new_key(data_dir, env, f"{ENTITY}/*")
-    narrow = _new_key(data_dir, env, f"{ENTITY}/narrow")
-    port = _free_port()
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data_dir), "--log-level", "warning", "--max-body-bytes", str(MAX_BODY)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert proc.poll() is None, (data_dir / "server.log").read_text()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield Server(url, key, narrow, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-    assert "Traceback" not in (data_dir / "server.log").read_text()
+    with running_server(
+        data_dir, f"{ENTITY}/*", f"{ENTITY}/narrow", "--max-body-bytes", str(MAX_BODY)
+    ) as live:
+        yield live
 
 
 # --- traces as the SDK would send them ------------------------------------------------------
