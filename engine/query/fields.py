@@ -272,8 +272,8 @@ def _exact(doc: pl.Expr, combo: tuple[str | int, ...], match: pl.Expr) -> pl.Exp
         dtype = pl.Struct({str(step): dtype})
     numeric = match.str.contains(r"^-?[0-9]")
     out = pl.when(numeric).then(doc).str.json_decode(dtype)
-    for step in combo:
-        out = out.struct.field(str(step))
+    for _ in combo:  # renamed first: a key such as "*" or "^a$" would read as a pattern
+        out = out.struct.rename_fields(["v"]).struct.field("v")
     return out
 
 

@@ -171,3 +171,8 @@ def to_price_frame(prices: list[dict[str, Any]]) -> pl.DataFrame:
         for i, p in enumerate(prices)
     ]
     return pl.DataFrame(rows, schema=s.PRICE_SCHEMA, orient="row")
+
+
+def reference_selected_ids(calls: list[dict[str, Any]], req: dict[str, Any]) -> list[str]:
+    """Ids of the calls the reference selects for a TraceUsageReq-shaped ``req``, in order."""
+    return list(reference_trace_usage(make_server(calls, []), req)["call_usage"])
