@@ -16,6 +16,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,69 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+_REDACTED = "REDACTED"
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "authheaders",
+        "authorization",
+        "authtoken",
+        "awsaccesskey",
+        "awsaccesskeyid",
+        "bearertoken",
+        "vertexcredentials",
+        "webhookkey",
+        "webhooksecret",
+    }
+)
+_CREDENTIAL_SUFFIXES = (
+    "accesstoken",
+    "apikey",
+    "apitoken",
+    "clientsecret",
+    "privatekey",
+    "refreshtoken",
+    "secretaccesskey",
+    "secretkey",
+    "sessiontoken",
+)
+
+
+@lru_cache(maxsize=4096)
+def _is_credential_name(key: str) -> bool:
+    name = key.replace("_", "").replace("-", "").lower()
+    return name in _CREDENTIAL_NAMES or name.endswith(_CREDENTIAL_SUFFIXES)
+
+
+def redact_credentials(value: Any) -> Any:
+    """``value`` with non-empty strings under credential-like keys replaced, as Weave's
+    server does to inputs and attributes at ingest (the stored call never holds them).
+
+    Examples
+    --------
+    >>> redact_credentials({"openai_api_key": "sk-1", "X-API-Key": "", "keywords": "k"})
+    {'openai_api_key': 'REDACTED', 'X-API-Key': '', 'keywords': 'k'}
+    """
+    if isinstance(value, dict):
+        return {
+            k: (
+                _REDACTED
+                if isinstance(k, str) and isinstance(v, str) and v and _is_credential_name(k)
+                else redact_credentials(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_credentials(v) for v in value]
+    return value
+
+
 def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]:
     """One part row (:data:`PART_SCHEMA`) from a Weave call given as Python values.
 
     ``start``/``end`` say which sides ``call`` carries; both make a complete part that
-    replaces the stored call. JSON columns are serialized here and refs extracted from
-    inputs and output, as the reference does at write time.
+    replaces the stored call. As the reference at write time, credentials are redacted
+    from inputs and attributes, JSON columns serialized, and refs extracted from inputs and
+    output.
     """
     row: dict[str, Any] = dict.fromkeys(PART_SCHEMA)
     row[s.PROJECT_ID], row[s.ID] = call[s.PROJECT_ID], call[s.ID]
@@ -107,8 +165,9 @@ def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]
     if start:
         for name in START_COLUMNS:
             row[name] = call.get(name)
-        inputs = call.get(s.INPUTS)
-        row[s.ATTRIBUTES], row[s.INPUTS] = _json(call.get(s.ATTRIBUTES)), _json(inputs)
+        inputs = redact_credentials(call.get(s.INPUTS))
+        attributes = redact_credentials(call.get(s.ATTRIBUTES))
+        row[s.ATTRIBUTES], row[s.INPUTS] = _json(attributes), _json(inputs)
         row[s.INPUT_REFS] = input_refs(inputs if isinstance(inputs, dict) else None)
     if end:
         for name in END_COLUMNS:

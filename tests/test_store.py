@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import threading
 from pathlib import Path
@@ -275,3 +276,26 @@ def test_prices_default_then_project_rows(store: CallStore) -> None:
     store.purge_prices(P, [ids[0][0], ids[2][0]])  # the other project's row is not ours to purge
     assert [r[s.LLM_ID] for r in store.project_price_rows(P)] == ["n"]
     assert [r[s.LLM_ID] for r in store.project_price_rows("o/p")] == ["m"]
+
+
+def test_credentials_in_inputs_and_attributes_are_redacted(store: CallStore) -> None:
+    from weave.trace_server.credential_redaction import redact_sensitive_keys
+
+    from tests.reference import weave_ref  # noqa: F401 - the reference's stub first
+
+    inputs = {
+        "openai_api_key": "sk-1",
+        "apiKey": "k",
+        "headers": {"Authorization": "Bearer x", "X-API-Key": "", "n": 1},
+        "items": [{"client_secret": "s"}, ("aws_secret_access_key", "v")],
+        "monkey": "banana",
+        "keywords": ["a"],
+        "private_key": 3,
+        "session_token": "REDACTED",
+    }
+    store.write_parts(parts_frame([start("a", inputs=inputs, attributes={"api_token": "t"})]))
+    row = store.load(P)[0].collect().row(0, named=True)
+    want = redact_sensitive_keys(inputs)
+    assert json.loads(row[s.INPUTS]) == json.loads(json.dumps(want))
+    assert json.loads(row[s.ATTRIBUTES]) == {"api_token": "REDACTED"}
+    assert "sk-1" not in row[s.INPUTS] and "Bearer" not in row[s.INPUTS]
