@@ -16,7 +16,6 @@ from fastapi import APIRouter
 from engine import schema as s
 from engine.errors import InvalidRequestError, QueryParseError
 from service.deps import PrincipalDep, StoreDep
-from service.store import CallStore
 from service.wire import (
     CostCreateReq,
     CostCreateRes,
@@ -28,7 +27,6 @@ from service.wire import (
 )
 
 router = APIRouter(tags=["costs"])
-__all__ = ["CallStore", "router"]
 
 PURGE_ONLY_BY_ID = "Can only purge costs by specifying one or more cost ids"
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException
 
 from engine.errors import InvalidRequestError, NotFoundError
 from service.deps import PrincipalDep, StoreDep
-from service.store import MAX_DELETE_CALLS, CallStore, call_part, parts_frame
+from service.store import MAX_DELETE_CALLS, call_part, parts_frame
 from service.wire import (
     CallBatchEndMode,
     CallBatchStartMode,
@@ -37,7 +37,6 @@ from service.wire import (
 )
 
 router = APIRouter(tags=["calls"])
-__all__ = ["CallStore", "router"]
 
 
 def _start_part(start: StartedCallSchemaForInsert, user: str) -> dict[str, Any]:

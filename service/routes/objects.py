@@ -19,11 +19,9 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from engine.errors import InvalidRequestError
 from service.deps import PrincipalDep, StoreDep
-from service.store import CallStore
 from service.wire import FileCreateRes, ObjCreateReq, ObjCreateRes
 
 router = APIRouter(tags=["objects"])
-__all__ = ["CallStore", "router"]
 
 MAX_OBJECT_ID = 128
 _BAD_NAME_CHARS = re.compile(r"[^\w._-]")
