@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -119,24 +120,35 @@ def _chunk(rng: np.random.Generator, offset: int, traces: int, per_trace: int) -
 
 
 def run(folder: Path, output: Path, flags: list[str]) -> dict[str, float]:
-    """Run ``trace-usage rollup`` on ``folder``; wall seconds and peak RSS of its tree."""
+    """Run ``trace-usage rollup`` on ``folder``: wall and CPU seconds, peak RSS of its tree.
+
+    The peak is the largest sum of the resident memory of every process of the run at one
+    50 ms sample (main process plus workers).
+    """
     cmd = [sys.executable, "-m", "service.cli", "rollup", str(folder), "-o", str(output)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--no-progress", *flags])
     root = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
     while proc.poll() is None:
         try:
-            procs = [root, *root.children(recursive=True)]
-            rss = [p.memory_info().rss for p in procs]
-        except psutil.Error:
-            continue
-        peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
+            rss = [p.memory_info().rss for p in [root, *root.children(recursive=True)]]
+            peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
+        except psutil.Error:  # a process ended between listing and reading
+            pass
         time.sleep(0.05)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"rollup failed with exit code {proc.returncode}")
-    return {"seconds": seconds, "peak_rss_gib": peak_tree / 2**30, "max_proc_gib": peak_one / 2**30}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,  # all processes: on an idle machine, wall ~ cpu / cores
+        "peak_rss_gib": peak_tree / 2**30,
+        "max_proc_gib": peak_one / 2**30,
+    }
 
 
 def verify(folder: Path, output: Path) -> None:
