@@ -6,8 +6,8 @@ Weave calls: one complete call (``CallSchema``) or start-only call per line, opt
 wrapped as ``{"start": {...}}`` (a ``/call/start`` body), gzip accepted. JSON Lines are
 parsed at the edge, with orjson, a chunk of lines at a time; everything after is Polars.
 
-``input_refs``/``output_refs`` of JSON Lines calls are left empty: only a ``filter`` on
-refs reads them.
+``input_refs``/``output_refs`` of JSON Lines calls are found in their inputs and output as
+the reference finds them (:mod:`engine.refs`), unless a line carries them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import polars as pl
 
 from engine import schema as s
 from engine.errors import InputDataError
+from engine.refs import input_refs, output_refs
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
@@ -112,6 +113,11 @@ def calls_from_records(records: list[dict[str, Any]]) -> pl.DataFrame:
             value = record.get(name)
             if name in s.JSON_COLUMNS and value is not None:
                 value = orjson.dumps(value).decode()
+            elif name == s.INPUT_REFS and value is None:
+                inputs = record.get(s.INPUTS)
+                value = input_refs(inputs if isinstance(inputs, dict) else None)
+            elif name == s.OUTPUT_REFS and value is None:
+                value = output_refs(record.get(s.OUTPUT))
             values.append(value)
     data: dict[str, pl.Series] = {}
     for name, dtype in s.CALL_SCHEMA.items():

@@ -23,7 +23,7 @@ from engine.batch import (
     rollup_files,
     rollup_frame,
 )
-from engine.errors import InputDataError, InvalidRequestError
+from engine.errors import InputDataError, InvalidRequestError, QueryError
 from engine.io import read_calls
 from engine.trace_usage import price_table, trace_usage
 from service.cli import main
@@ -98,6 +98,7 @@ def oracle(
     *,
     include_costs: bool = False,
     filter: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
     summary_usage: str = "own",
     extra_prices: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
@@ -110,6 +111,8 @@ def oracle(
         req = {"project_id": project, "limit": 0, "include_costs": include_costs}
         if filter is not None:
             req["filter"] = filter
+        if query is not None:
+            req["query"] = query
         prices = None
         if include_costs and extra_prices is not None:
             mine = extra_prices.filter(
@@ -191,6 +194,31 @@ def test_filter_applies_within_each_trace(filter: dict) -> None:
     calls = calls_frame(tangled_calls(7))
     got = rollup_frame(calls, filter=filter, include_costs=True)
     assert_frame_equal(got, oracle(calls, filter=filter, include_costs=True))
+
+
+@pytest.mark.parametrize(
+    ("filter", "query"),
+    [
+        ({"op_names": ["tool"]}, None),
+        (None, {"$expr": {"$eq": [{"$getField": "op_name"}, {"$literal": "tool"}]}}),
+        (
+            {"trace_roots_only": False},
+            {
+                "$expr": {
+                    "$not": [
+                        {"$contains": {"input": {"$getField": "id"}, "substr": {"$literal": "-1"}}}
+                    ]
+                }
+            },
+        ),
+    ],
+)
+def test_query_applies_within_each_trace(filter: dict | None, query: dict | None) -> None:
+    calls = calls_frame(sample_calls(range(60, 63)))
+    got = rollup_frame(calls, filter=filter, query=query, summary_usage="auto")
+    want = oracle(calls, filter=filter, query=query, summary_usage="auto")
+    assert_frame_equal(got, want)
+    assert 0 < got.get_column(CALL_ID).n_unique() < calls.height
 
 
 def test_project_option_keeps_one_project() -> None:
@@ -317,20 +345,30 @@ def test_jsonl_reads_timestamps_and_json_columns(tmp_path: Path) -> None:
     path.write_text(
         '{"id": "a", "project_id": "e/p", "trace_id": "t", "op_name": "op",'
         ' "started_at": "2025-01-01T00:00:00.5Z", "ended_at": "2025-01-01T00:00:01+00:00",'
-        ' "summary": {"usage": {"m": {"requests": 1}}}, "inputs": {"x": [1, 2]}}\n\n'
+        ' "summary": {"usage": {"m": {"requests": 1}}}, "inputs": {"x": [1, 2]},'
+        ' "output": "weave:///e/p/op/f:v2"}\n\n'
+        '{"id": "c", "project_id": "e/p", "trace_id": "t", "op_name": "op", "started_at":'
+        ' "2025-01-01T00:00:03Z", "inputs": {"m": "weave:///e/p/object/model:v1"}}\n'
         '{"start": {"id": "b", "project_id": "e/p", "trace_id": "t", "parent_id": "a",'
         ' "op_name": "op", "started_at": "2025-01-01T00:00:02Z"}}\n'
     )
     calls = read_calls([path]).collect()
-    assert calls.get_column(s.ID).to_list() == ["a", "b"]
-    assert calls.get_column(s.SUMMARY).to_list() == ['{"usage":{"m":{"requests":1}}}', None]
+    assert calls.get_column(s.ID).to_list() == ["a", "c", "b"]
+    assert calls.get_column(s.SUMMARY).to_list() == ['{"usage":{"m":{"requests":1}}}', None, None]
+    assert calls.get_column(s.INPUT_REFS).to_list() == [
+        [],
+        ["weave:///e/p/object/model:v1"],
+        [],
+    ]
+    assert calls.get_column(s.OUTPUT_REFS).to_list() == [["weave:///e/p/op/f:v2"], [], []]
     assert calls.get_column(s.INPUTS)[0] == '{"x":[1,2]}'
     t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     assert calls.get_column(s.STARTED_AT).to_list() == [
         t0 + dt.timedelta(seconds=0.5),
+        t0 + dt.timedelta(seconds=3),
         t0 + dt.timedelta(seconds=2),
     ]
-    assert calls.get_column(s.ENDED_AT).to_list() == [t0 + dt.timedelta(seconds=1), None]
+    assert calls.get_column(s.ENDED_AT).to_list() == [t0 + dt.timedelta(seconds=1), None, None]
 
 
 @pytest.mark.parametrize(
@@ -351,6 +389,8 @@ def test_bad_jsonl_is_input_data_error(tmp_path: Path, text: str, message: str) 
 def test_bad_options_fail_before_any_work() -> None:
     with pytest.raises(InvalidRequestError, match="summary_usage"):
         rollup_frame(s.empty(s.CALL_SCHEMA), summary_usage="both")
+    with pytest.raises(QueryError):
+        rollup_frame(s.empty(s.CALL_SCHEMA), query={"$expr": {"$nope": []}})
     with pytest.raises(InputDataError, match="lacks columns"):
         rollup_frame(s.empty(s.CALL_SCHEMA), prices=pl.DataFrame({"llm_id": ["m"]}))
 
