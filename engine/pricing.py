@@ -52,16 +52,28 @@ def _optional(raw: pl.DataFrame, name: str, dtype: pl.DataType, default: object)
     return col.fill_null(default).alias(name)
 
 
-def attach_prices(
-    usage: pl.LazyFrame, started: pl.LazyFrame, prices: pl.LazyFrame, project_id: str
-) -> pl.LazyFrame:
-    """Add the chosen price row's ``seq`` and four prices to each (call, model) usage row.
+def choose_prices(
+    keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
+) -> pl.DataFrame:
+    """The chosen price row's ``seq`` and four prices for each row of ``keys``, in row order.
 
-    ``usage`` has ``id`` and ``model``; ``started`` maps ``id`` to ``started_at``; rows
-    with no price for their model get nulls.
+    ``keys`` has ``model`` and ``started_at``; rows with no price for their model get nulls.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    >>> prices = pl.DataFrame({
+    ...     "llm_id": ["m", "m"], "pricing_level": ["default", "project"],
+    ...     "pricing_level_id": ["default", "e/p"], "effective_date": [t, t], "seq": [0, 1],
+    ... }).with_columns(pl.lit(1e-6).alias(name) for name in s.PRICES)
+    >>> keys = pl.DataFrame({"model": ["m", "x"], "started_at": [t, t]})
+    >>> choose_prices(keys, prices, "e/p").get_column("seq").to_list()
+    [1, None]
     """
     eligible = (
-        prices.filter(
+        prices.lazy()
+        .filter(
             (
                 (pl.col(s.PRICING_LEVEL) == s.PROJECT_LEVEL)
                 & (pl.col(s.PRICING_LEVEL_ID) == project_id)
@@ -71,46 +83,53 @@ def attach_prices(
                 & (pl.col(s.PRICING_LEVEL_ID) == s.DEFAULT_LEVEL_ID)
             )
         )
-        .join(usage.select(pl.col(s.MODEL).alias(s.LLM_ID)).unique(), on=s.LLM_ID, how="semi")
+        .join(keys.lazy().select(pl.col(s.MODEL).alias(s.LLM_ID)).unique(), on=s.LLM_ID, how="semi")
         .sort(s.PRICE_SEQ)
         # equal rank keys: the reference keeps the first row it stored
         .unique([s.PRICING_LEVEL, s.LLM_ID, s.EFFECTIVE_DATE], keep="first", maintain_order=True)
     )
-    keys = usage.select(s.ID, s.MODEL).join(started, on=s.ID, how="left").sort(s.STARTED_AT)
+    eligible = eligible.collect().lazy()  # small; read by four branches below
+    ordered = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index("__row").sort(s.STARTED_AT)
     picks = []
     for level in (s.PROJECT_LEVEL, s.DEFAULT_LEVEL):
         rows = eligible.filter(pl.col(s.PRICING_LEVEL) == level).select(
             pl.col(s.LLM_ID).alias(s.MODEL), s.EFFECTIVE_DATE, s.PRICE_SEQ
         )
-        past = keys.join_asof(
+        past = ordered.join_asof(
             rows.sort(s.EFFECTIVE_DATE),
             left_on=s.STARTED_AT,
             right_on=s.EFFECTIVE_DATE,
             by=s.MODEL,
             strategy="backward",
             check_sortedness=False,
-        ).select(s.ID, s.MODEL, pl.col(s.PRICE_SEQ).alias(f"past_{level}"))
+        ).select(pl.col(s.PRICE_SEQ).alias(f"past_{level}"))
         latest = (
             rows.sort([s.EFFECTIVE_DATE, s.PRICE_SEQ], descending=[True, False])
             .unique(s.MODEL, keep="first")
             .select(s.MODEL, pl.col(s.PRICE_SEQ).alias(f"latest_{level}"))
         )
         picks.append((past, latest))
-    chosen = keys.select(s.ID, s.MODEL)
-    for past, latest in picks:
-        chosen = chosen.join(past, on=[s.ID, s.MODEL], how="left").join(
-            latest, on=s.MODEL, how="left"
+    (past_project, latest_project), (past_default, latest_default) = picks
+    chosen = (
+        pl.concat([ordered, past_project, past_default], how="horizontal")
+        .join(latest_project, on=s.MODEL, how="left", maintain_order="left")
+        .join(latest_default, on=s.MODEL, how="left", maintain_order="left")
+        .select(
+            "__row",
+            pl.coalesce(
+                f"past_{s.PROJECT_LEVEL}",
+                f"past_{s.DEFAULT_LEVEL}",
+                f"latest_{s.PROJECT_LEVEL}",
+                f"latest_{s.DEFAULT_LEVEL}",
+            ).alias(s.PRICE_SEQ),
         )
-    chosen = chosen.select(
-        s.ID,
-        s.MODEL,
-        pl.coalesce(
-            f"past_{s.PROJECT_LEVEL}",
-            f"past_{s.DEFAULT_LEVEL}",
-            f"latest_{s.PROJECT_LEVEL}",
-            f"latest_{s.DEFAULT_LEVEL}",
-        ).alias(s.PRICE_SEQ),
+        .join(
+            eligible.select(s.PRICE_SEQ, *s.PRICES),
+            on=s.PRICE_SEQ,
+            how="left",
+            maintain_order="left",
+        )
+        .sort("__row")
+        .drop("__row")
     )
-    return usage.join(chosen, on=[s.ID, s.MODEL], how="left").join(
-        eligible.select(s.PRICE_SEQ, *s.PRICES), on=s.PRICE_SEQ, how="left"
-    )
+    return chosen.collect()

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from engine import schema as s
+from engine.errors import InputDataError
 
 _IDX = "__idx"
 _SEEDS = (1, 2)  # two independent 64-bit hashes
@@ -86,12 +87,33 @@ def rollup(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) -> pl
     return rollup_rows(calls, rows, group_keys).frame(calls.get_column(s.ID))
 
 
-def rollup_rows(calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str]) -> Rolled:
-    """:func:`rollup` by row number, for callers that keep working in ``calls`` order."""
+@dataclass(frozen=True)
+class Tree:
+    """Calls and usage rows by row number: each call's parent and each row's call (-1:
+    none among the calls)."""
+
+    parent: np.ndarray
+    row_call: np.ndarray
+
+
+def index_tree(calls: pl.DataFrame, row_ids: pl.Series) -> Tree:
+    """Row numbers of each call's parent and of each usage row's call.
+
+    Raises ``InputDataError`` when an id appears twice in ``calls``.
+    """
+    parent, row_call = _locate(calls.get_column(s.ID), calls.get_column(s.PARENT_ID), row_ids)
+    return Tree(parent, row_call)
+
+
+def rollup_rows(
+    calls: pl.DataFrame, rows: pl.DataFrame, group_keys: list[str], tree: Tree | None = None
+) -> Rolled:
+    """:func:`rollup` by row number, for callers that keep working in ``calls`` order;
+    ``tree`` is :func:`index_tree` of these calls and rows when the caller has it."""
     metrics = [c for c in rows.columns if c != s.ID and c not in group_keys]
     n = calls.height
-    ids = calls.get_column(s.ID)
-    parent, row_call = _locate(ids, calls.get_column(s.PARENT_ID), rows.get_column(s.ID))
+    tree = tree or index_tree(calls, rows.get_column(s.ID))
+    parent, row_call = tree.parent, tree.row_call
     keep = row_call >= 0
     if not keep.all():
         rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
@@ -150,8 +172,8 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     new = np.ones(total, dtype=bool)
     np.not_equal(packed[1:], packed[:-1], out=new[1:])
     owner = pos[np.maximum.accumulate(np.where(new, np.arange(total), 0))]
-    if ((owner != pos) & (pos < n)).any():  # two ids share a hash
-        return [_join_index(ids, q) for q in queries]
+    if ((owner != pos) & (pos < n)).any():  # two ids share a hash: maybe the same id
+        return _exact(ids, queries)
     owner[owner >= n] = -1
     found = np.empty(total, dtype=np.int64)
     found[pos] = owner
@@ -159,8 +181,16 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     check = np.concatenate([x.hash(_SEEDS[1]).to_numpy() for x in series])
     matched = np.flatnonzero(found >= 0)
     if (check[found[matched]] != check[matched]).any():
-        return [_join_index(ids, q) for q in queries]
+        return _exact(ids, queries)
     return np.split(found[n:], np.cumsum([len(q) for q in queries[:-1]]))
+
+
+def _exact(ids: pl.Series, queries: tuple[pl.Series, ...]) -> list[np.ndarray]:
+    """:func:`_locate` by joins, after making sure that the ids are unique."""
+    repeated = ids.filter(ids.is_duplicated())
+    if repeated.len():
+        raise InputDataError(f"call id {repeated[0]!r} appears more than once in the calls frame")
+    return [_join_index(ids, q) for q in queries]
 
 
 def _join_index(ids: pl.Series, query: pl.Series) -> np.ndarray:

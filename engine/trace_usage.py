@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import ValidationError
 
@@ -25,8 +26,8 @@ from engine.models import (
     SummaryUsageMode,
     TraceUsageReq,
 )
-from engine.pricing import attach_prices, load_price_csv
-from engine.rollup import rollup
+from engine.pricing import choose_prices, load_price_csv
+from engine.rollup import Rolled, index_tree, rollup_rows
 from engine.selection import select_calls
 from engine.serialize import to_dict, to_json
 from engine.usage import normalize, usage_from_json
@@ -41,25 +42,33 @@ class UsageResult:
 
     ``call_ids`` lists every call in the answer, in answer order; ``usage`` has one row per
     (call, model) in :data:`engine.schema.RESULT_SCHEMA` (costs null unless requested).
+    ``call_index``, when known, is the row number in ``call_ids`` of each ``usage`` row
+    (non-decreasing), which spares serialization a join.
     """
 
     call_ids: pl.Series
     usage: pl.DataFrame
     unfinished_call_ids: list[str]
+    call_index: np.ndarray | None = None
 
     def to_json(self) -> bytes:
         """The response body, exactly as the HTTP endpoint sends it."""
-        return to_json(self.call_ids, self.usage, self.unfinished_call_ids)
+        return to_json(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
 
     def to_dict(self) -> dict[str, Any]:
         """The response as plain Python objects."""
-        return to_dict(self.call_ids, self.usage, self.unfinished_call_ids)
+        return to_dict(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
 
 
 @lru_cache(maxsize=1)
 def default_prices() -> pl.DataFrame:
     """The shipped default price table (``data/llm_token_prices.csv``)."""
     return load_price_csv()
+
+
+@lru_cache(maxsize=1)
+def _default_table() -> pl.DataFrame:
+    return price_table()
 
 
 def price_table(project_rows: Frame | None = None, default: Frame | None = None) -> pl.DataFrame:
@@ -110,6 +119,21 @@ def _ordered(calls: pl.LazyFrame, limit: int) -> pl.LazyFrame:
     return calls.head(limit) if limit > 0 else calls
 
 
+def _select(calls: pl.LazyFrame, limit: int, parse_summary: bool) -> pl.DataFrame:
+    """The selected calls in answer order (``started_at``, ``id``), first ``limit`` when
+    positive, with only the columns the answer needs.
+
+    Stores keep calls in the order they started, so the sort is skipped when ``started_at``
+    is already strictly increasing (which fixes the order without looking at ids).
+    """
+    needed = [s.ID, s.PARENT_ID, s.STARTED_AT, s.ENDED_AT, *([s.SUMMARY] * parse_summary)]
+    frame = calls.select(needed).collect()
+    started = frame.get_column(s.STARTED_AT).to_physical().to_numpy()
+    if not (started[1:] > started[:-1]).all():
+        frame = frame.sort(s.STARTED_AT, s.ID)
+    return frame.head(limit) if limit > 0 else frame
+
+
 def _compute(
     selected: pl.DataFrame,
     usage: Frame | None,
@@ -118,50 +142,64 @@ def _compute(
     include_costs: bool,
     mode: SummaryUsageMode,
 ) -> UsageResult:
-    if selected.get_column(s.ID).is_duplicated().any():
-        dup = selected.filter(pl.col(s.ID).is_duplicated()).get_column(s.ID)[0]
-        raise InputDataError(f"call id {dup!r} appears more than once in the calls frame")
+    tree_calls = selected.select(s.ID, s.PARENT_ID)
     if usage is None:
         raw = usage_from_json(selected.select(s.ID, s.SUMMARY)).lazy()
     else:
-        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage").join(
-            selected.lazy().select(s.ID), on=s.ID, how="semi"
-        )
-    tree = selected.lazy().select(s.ID, s.PARENT_ID)
+        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
     if mode == "auto":
-        raw = drop_client_rollups(raw, tree)
-    rows = normalize(raw)
+        raw = drop_client_rollups(
+            raw.join(tree_calls.lazy().select(s.ID), on=s.ID, how="semi"), tree_calls.lazy()
+        )
+    rows = normalize(raw).collect()
+    tree = index_tree(tree_calls, rows.get_column(s.ID))  # also rejects repeated ids
     group_keys = [s.MODEL]
     if include_costs:
-        table = price_table() if prices is None else prices.lazy()
-        started = selected.lazy().select(s.ID, s.STARTED_AT)
-        rows = attach_prices(rows, started, table.lazy(), project_id)
+        table = _default_table() if prices is None else prices
+        started = selected.get_column(s.STARTED_AT).gather(np.maximum(tree.row_call, 0))
+        keys = pl.DataFrame([rows.get_column(s.MODEL), started])
+        rows = rows.hstack(choose_prices(keys, table, project_id))
         group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
-    summed = rollup(selected.select(s.ID, s.PARENT_ID), rows.collect(), group_keys)
+    summed = rollup_rows(tree_calls, rows, group_keys, tree)
     unfinished = selected.filter(pl.col(s.ENDED_AT).is_null()).get_column(s.ID).sort().to_list()
-    return UsageResult(selected.get_column(s.ID), _price(summed, include_costs), unfinished)
+    ids = selected.get_column(s.ID)
+    usage_rows, call_index = _price(summed, ids, include_costs)
+    return UsageResult(ids, usage_rows, unfinished, call_index)
 
 
-def _price(summed: pl.DataFrame, include_costs: bool) -> pl.DataFrame:
-    """Costs from exact token sums (one multiply per price row), then one row per model."""
-    if not include_costs:
-        return summed.select(
-            s.ID, s.MODEL, *s.TOKENS, *(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
-        )
-    price = {p: pl.col(p).fill_null(0.0) for p in s.PRICES}
-    billed_prompt = pl.col(s.PROMPT_TOKENS) - pl.col(s.CACHE_READ) - pl.col(s.CACHE_CREATION)
-    return (
-        summed.lazy()
-        .with_columns(
-            (billed_prompt * price[s.PROMPT_PRICE]).alias(s.PROMPT_COST),
-            (pl.col(s.COMPLETION_TOKENS) * price[s.COMPLETION_PRICE]).alias(s.COMPLETION_COST),
-            (pl.col(s.CACHE_READ) * price[s.CACHE_READ_PRICE]).alias(s.CACHE_READ_COST),
-            (pl.col(s.CACHE_CREATION) * price[s.CACHE_CREATION_PRICE]).alias(s.CACHE_CREATION_COST),
-        )
-        .group_by(s.ID, s.MODEL, maintain_order=True)
-        .agg(pl.col(c).sum() for c in s.METRICS)
-        .collect()
+def _price(summed: Rolled, ids: pl.Series, include_costs: bool) -> tuple[pl.DataFrame, np.ndarray]:
+    """Costs from exact token sums (one multiply per price row), then one row per model.
+
+    Returns ``RESULT_SCHEMA`` rows and the row number in ``ids`` of each, non-decreasing.
+    """
+    groups, group = summed.groups, summed.group
+    tokens = {name: summed.totals[name] for name in s.TOKENS}
+    frame = pl.DataFrame(
+        {
+            "__call": summed.call,
+            s.ID: ids.gather(summed.call),
+            s.MODEL: groups.get_column(s.MODEL).gather(group),
+            **tokens,
+        }
     )
+    if not include_costs:
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
+        return frame.drop("__call"), summed.call
+    price = {p: groups.get_column(p).fill_null(0.0).to_numpy()[group] for p in s.PRICES}
+    billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
+    frame = frame.with_columns(
+        pl.Series(s.PROMPT_COST, billed_prompt * price[s.PROMPT_PRICE]),
+        pl.Series(s.COMPLETION_COST, tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE]),
+        pl.Series(s.CACHE_READ_COST, tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE]),
+        pl.Series(s.CACHE_CREATION_COST, tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE]),
+    )
+    if groups.get_column(s.MODEL).is_unique().all():  # one price row per model: done
+        return frame.drop("__call"), summed.call
+    merged = frame.group_by("__call", s.MODEL, maintain_order=True).agg(
+        pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
+    )
+    call_index = merged.get_column("__call").to_numpy()
+    return merged.select(s.ID, s.MODEL, *s.METRICS), call_index
 
 
 def trace_usage(
@@ -205,7 +243,7 @@ def trace_usage(
     req = _parse(TraceUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
     picked = select_calls(_candidates(calls, req.project_id), req.filter, req.query)
-    selected = _ordered(picked, req.limit).collect()
+    selected = _select(picked, req.limit, usage is None)
     return _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
 
 
@@ -236,7 +274,7 @@ def calls_usage(
     if trace_ids.len() == 0:
         return empty
     traces = CallsFilter(trace_ids=trace_ids.to_list())
-    selected = _ordered(select_calls(candidates, traces, None), req.limit).collect()
+    selected = _select(select_calls(candidates, traces, None), req.limit, usage is None)
     result = _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
     return UsageResult(
         wanted,
