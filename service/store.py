@@ -193,22 +193,47 @@ def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
 
 
-def _merge_sql(complete: bool) -> str:
-    """Upsert of staged parts: a complete part replaces every column, a partial part only
-    the side it carries (start: ``op_name`` is set; end: ``ended_at`` is set)."""
-    if complete:
-        sets = [f"{c} = excluded.{c}" for c in s.CALL_SCHEMA if c not in (s.PROJECT_ID, s.ID)]
-    else:
-        has_start, has_end = "excluded.op_name IS NOT NULL", "excluded.ended_at IS NOT NULL"
-        sets = [
-            f"{c} = CASE WHEN {cond} THEN excluded.{c} ELSE calls.{c} END"
-            for cols, cond in ((START_COLUMNS, has_start), (END_COLUMNS, has_end))
-            for c in cols
+_KIND = "_kind"
+_SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
+
+
+def _upsert_sql(kind: str) -> list[str]:
+    """Statements that upsert the staged parts of one kind (one part per key).
+
+    A complete part replaces its row: delete and insert, far cheaper in DuckDB than an
+    update of every column. A start (end) part sets only the start (end) columns of a
+    stored row; ``both`` sets the two sides and keeps ``deleted_at``.
+    """
+    parts = f"(SELECT * FROM staged_parts WHERE {_KIND} = '{kind}') p"
+    if kind == "complete":
+        return [
+            f"DELETE FROM calls USING {parts} "
+            "WHERE calls.project_id = p.project_id AND calls.id = p.id",
+            f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}",
         ]
+    sets = ", ".join(f"{c} = p.{c}" for c in _SIDES[kind])
+    values = ", ".join(f"p.{c}" for c in s.CALL_SCHEMA)
+    return [
+        f"MERGE INTO calls USING {parts} ON calls.project_id = p.project_id AND calls.id = p.id "
+        f"WHEN MATCHED THEN UPDATE SET {sets} "
+        f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values})"
+    ]
+
+
+_UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}
+
+
+def _kind() -> pl.Expr:
+    has_start, has_end = pl.col(s.OP_NAME).is_not_null(), pl.col(s.ENDED_AT).is_not_null()
     return (
-        f"INSERT INTO calls SELECT {_CALL_COLS} FROM staged_parts WHERE {COMPLETE} = "
-        f"{'true' if complete else 'false'} ON CONFLICT (project_id, id) DO UPDATE SET "
-        + ", ".join(sets)
+        pl.when(pl.col(COMPLETE))
+        .then(pl.lit("complete"))
+        .when(has_start & has_end)
+        .then(pl.lit("both"))
+        .when(has_start)
+        .then(pl.lit("start"))
+        .otherwise(pl.lit("end"))
+        .alias(_KIND)
     )
 
 
@@ -343,8 +368,9 @@ class CallStore:
             .join(indexed.select("_row", s.PROJECT_ID, s.ID), on="_row")
             .select(s.PROJECT_ID, s.ID, s.MODEL, *s.RAW_COUNTERS)
         )
-        n_complete = int(merged.get_column(COMPLETE).sum())
-        staged_parts = merged.to_arrow()
+        staged = merged.with_columns(_kind())
+        kinds = staged.get_column(_KIND).unique().to_list()
+        staged_parts = staged.to_arrow()
         staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
         staged_usage = usage.to_arrow()
 
@@ -353,10 +379,9 @@ class CallStore:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             try:
-                if n_complete:
-                    con.execute(_merge_sql(complete=True))
-                if n_complete < merged.height:
-                    con.execute(_merge_sql(complete=False))
+                for kind in kinds:
+                    for sql in _UPSERTS[kind]:
+                        con.execute(sql)
                 if ended.height:
                     con.execute(
                         "DELETE FROM usage USING staged_keys k "
