@@ -320,26 +320,44 @@ def _python_json(text: pl.Expr) -> pl.Expr:
     """serde's minified JSON -> ``json.dumps(v, separators=(",", ":"))``.
 
     Numbers outside strings are re-formatted (a marker after each skipped string is
-    removed again) and characters from DEL up are escaped as ``\\uXXXX``.
+    removed again) and characters from DEL up are escaped as ``\\uXXXX``. Each fix runs
+    only on the rows that may need it.
     """
-    out = (
-        text.str.replace_all(f"({_JSON_STRING})|e-(\\d)([^\\d])", "${1}\x01e-${2}${3}")
-        .str.replace_all('"\x01e-', '"', literal=True)
-        .str.replace_all("\x01e-", "e-0", literal=True)
-        .str.replace_all(
-            f"({_JSON_STRING})|([,:\\[]-?)0\\.0000(\\d)(\\d*)", "${1}\x01${2}\x02${3}.${4}e-05"
-        )
-        .str.replace_all('"\x01\x02.e-05', '"', literal=True)
-        .str.replace_all("\x01([^\x02]*)\x02(\\d)\\.e-05", "${1}${2}e-05")
-        .str.replace_all("\x01([^\x02]*)\x02", "${1}")
+    small_exp = _only_where(
+        text,
+        "e-",
+        lambda t: (
+            t.str.replace_all(f"({_JSON_STRING})|e-(\\d)([^\\d])", "${1}\x01e-${2}${3}")
+            .str.replace_all('"\x01e-', '"', literal=True)
+            .str.replace_all("\x01e-", "e-0", literal=True)
+        ),
     )
-    wide = pl.when(out.str.contains("[^\x00-\x7e]")).then(out)
-    escaped = wide.str.split("").list.eval(_escape_char(pl.element())).list.join("")
-    return pl.coalesce(escaped, out)
+    fixed = _only_where(
+        small_exp,
+        "0.0000",
+        lambda t: (
+            t.str.replace_all(
+                f"({_JSON_STRING})|([,:\\[]-?)0\\.0000(\\d)(\\d*)", "${1}\x01${2}\x02${3}.${4}e-05"
+            )
+            .str.replace_all('"\x01\x02.e-05', '"', literal=True)
+            .str.replace_all("\x01([^\x02]*)\x02(\\d)\\.e-05", "${1}${2}e-05")
+            .str.replace_all("\x01([^\x02]*)\x02", "${1}")
+        ),
+    )
+    # ASCII runs stay whole; each wider character becomes one token to escape
+    wide = pl.when(fixed.str.contains("[^\x00-\x7e]")).then(fixed)
+    tokens = wide.str.extract_all("[\x00-\x7e]+|[^\x00-\x7e]")
+    escaped = tokens.list.eval(_escape_char(pl.element())).list.join("")
+    return pl.coalesce(escaped, fixed)
+
+
+def _only_where(text: pl.Expr, needle: str, fix: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """``fix(text)`` on rows containing ``needle``, the others as they are."""
+    return pl.coalesce(fix(pl.when(text.str.contains(needle, literal=True)).then(text)), text)
 
 
 def _escape_char(c: pl.Expr) -> pl.Expr:
-    """One character -> itself when below DEL, else its ``\\uXXXX`` (UTF-16) escape."""
+    """A token -> itself when ASCII below DEL, else its ``\\uXXXX`` (UTF-16) escape."""
     hexed = c.str.encode("hex")
     n = hexed.str.len_bytes() // 2
     byte = [hexed.str.slice(2 * i, 2).str.to_integer(base=16, strict=False) for i in range(4)]
@@ -356,7 +374,7 @@ def _escape_char(c: pl.Expr) -> pl.Expr:
     high = 0xD800 + (cp - 0x10000) // 1024
     low = 0xDC00 + (cp - 0x10000) % 1024
     return (
-        pl.when(cp < 0x7F)
+        pl.when(byte[0] < 0x7F)  # an ASCII run
         .then(c)
         .when(cp <= 0xFFFF)
         .then(_u_escape(cp))
