@@ -2,11 +2,12 @@
 
 Every write is one transaction on one writer connection behind a lock: all of a request
 lands or none of it, and DuckDB's commit has written its WAL and ``fdatasync``'d it (seen
-with strace on duckdb 2.0) before a write method returns. Reads take their own cursor, so they run beside a write and see the last
-committed state. Calls are upserted by ``(project_id, id)`` from *parts*
-(:data:`PART_SCHEMA`): a start part carries the start columns, an end part the end columns,
-a complete part replaces the whole row. Usage is extracted from an end's summary at write
-time into the ``usage`` table, so queries never parse summary JSON for usage.
+with strace on duckdb 2.0) before a write method returns. Reads take their own cursor, so
+they run beside a write and see the last committed state. Calls are upserted by
+``(project_id, id)`` from *parts* (:data:`PART_SCHEMA`): a start part carries the start
+columns, an end part the end columns, a complete part replaces the whole row. Usage is
+extracted from an end's summary at write time into the ``usage`` table, so queries never
+parse summary JSON for usage. One process at a time can open the file (DuckDB's lock).
 """
 
 from __future__ import annotations
@@ -276,6 +277,10 @@ def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
     return merged.select(list(PART_SCHEMA)).cast(PART_SCHEMA)
 
 
+class StoreLockedError(RuntimeError):
+    """The database file is held by another process (a running server, an import)."""
+
+
 class CallStore:
     """A DuckDB file of calls, usage and prices; safe to share between threads.
 
@@ -292,7 +297,13 @@ class CallStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._root = duckdb.connect(str(path))
+        try:
+            self._root = duckdb.connect(str(path))
+        except duckdb.IOException as err:
+            raise StoreLockedError(
+                f"cannot open {path}: {err}. DuckDB lets one process hold the store; stop the "
+                "server or send the data through its HTTP API."
+            ) from err
         self._root.execute("SET GLOBAL TimeZone = 'UTC'")
         self._spawn = threading.Lock()
         self._lock = threading.Lock()

@@ -6,6 +6,8 @@ import datetime as dt
 import gzip
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,13 @@ def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = CallStore(data / DB_FILE)
     try:
         assert store.stats()["calls"] == 2
+        held = subprocess.run(
+            [sys.executable, "-m", "service.cli", "import", str(path), "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert held.returncode == 1 and "one process" in held.stderr
     finally:
         store.close()
 

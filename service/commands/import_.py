@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Import the files; exit code 1 (with the reason) on unreadable input."""
     from service.importer import BATCH_ROWS, import_files
     from service.settings import Settings
-    from service.store import CallStore
+    from service.store import CallStore, StoreLockedError
 
     settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     missing = [str(p) for p in args.files if not p.is_file()]
@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         bars.append(bar)
         return bar.update
 
-    store = CallStore(settings.db_path)
+    try:
+        store = CallStore(settings.db_path)
+    except StoreLockedError as err:
+        print(f"trace-usage import: {err}", file=sys.stderr)
+        return 1
     try:
         stats = import_files(
             store, args.files, batch_rows=args.batch_rows or BATCH_ROWS, progress=progress
