@@ -28,7 +28,7 @@ from engine.query.ast import (
 )
 
 MAX_DEPTH = 64
-MAX_NODES = 5_000
+MAX_NODES = 20_000
 
 _OPERAND_KEYS = ("$literal", "$getField", "$convert", "$size")
 _OPERATION_KEYS = (
