@@ -165,3 +165,14 @@ def test_to_python_str(kind: Kind, dtype: pl.DataType, values: list) -> None:
     series = pl.Series("v", values, dtype=dtype)
     got = pl.select(to_python_str(Val(pl.lit(series), kind))).to_series().to_list()
     assert got == [ims._ch_to_string(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [('{"a": 5, "a": 6}', "6"), ('{"a": 62.670301432595004, "a": 6}', "6")],
+)
+def test_duplicate_keys_read_the_last_value(text: str, want: str) -> None:
+    # as Python's json.loads does; such text only comes from hand-written JSON
+    ctx = Ctx()
+    expr = json_value("inputs", ["a"], ctx, "")
+    assert ctx.apply(pl.LazyFrame({"inputs": [text]})).select(expr).collect().item() == want

@@ -265,16 +265,25 @@ def _render(column: str, parts: list[str], ctx: Ctx, where: str) -> pl.Expr:
 
 
 def _exact(doc: pl.Expr, combo: tuple[str | int, ...], match: pl.Expr) -> pl.Expr:
-    """The exact text of a numeric leaf reached by keys only (json_path_match rounds some
-    floats; json_decode does not). Only rows whose leaf is a number are decoded."""
+    """The exact text of a numeric leaf reached by keys only.
+
+    json_path_match may round floats of 16+ digits or large exponents (its parser is not
+    exact); only those rows are decoded again by json_decode, which is. A decoded value far
+    from the matched one (a duplicate key) is dropped.
+    """
     dtype: pl.DataType = pl.String()
     for step in reversed(combo):
         dtype = pl.Struct({str(step): dtype})
-    numeric = match.str.contains(r"^-?[0-9]")
-    out = pl.when(numeric).then(doc).str.json_decode(dtype)
+    mantissa = match.str.replace(r"[eE].*$", "").str.replace_all(r"[^0-9]", "")
+    digits = mantissa.str.strip_chars_start("0").str.len_chars()
+    exponent = match.str.extract(r"[eE][+-]?([0-9]+)$", 1).cast(pl.Int64, strict=False)
+    inexact = match.str.contains(r"^-?[0-9]") & ((digits > 15) | (exponent.fill_null(0) > 22))
+    out = pl.when(inexact).then(doc).str.json_decode(dtype)
     for _ in combo:  # renamed first: a key such as "*" or "^a$" would read as a pattern
         out = out.struct.rename_fields(["v"]).struct.field("v")
-    return out
+    near = match.cast(pl.Float64, strict=False)
+    got = out.cast(pl.Float64, strict=False)
+    return pl.when((got - near).abs() <= near.abs() * 1e-9).then(out)
 
 
 def _python_number(text: pl.Expr, serde: pl.Expr) -> pl.Expr:
