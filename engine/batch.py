@@ -26,8 +26,9 @@ import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -358,13 +359,11 @@ def _partition(calls: pl.LazyFrame, folder: Path, count: int) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
 
-def roll_bucket(bucket: Path, target: Path, options: RollupOptions) -> tuple[int, int, int]:
-    """Roll up one bucket folder into ``target``; (traces, calls, rows)."""
+def roll_bucket(bucket: Path, options: RollupOptions) -> tuple[int, int, pl.DataFrame]:
+    """Roll up one bucket folder: (traces, calls, rollup rows)."""
     calls = pl.read_parquet(bucket / "*.parquet")
-    out = rollup_traces(calls, options)
-    out.write_parquet(target)
     traces = calls.select(pl.struct(s.PROJECT_ID, s.TRACE_ID).n_unique()).item()
-    return traces, calls.height, out.height
+    return traces, calls.height, rollup_traces(calls, options)
 
 
 def _roll_buckets(
@@ -375,7 +374,10 @@ def _roll_buckets(
     workers: int | None,
     progress: bool,
 ) -> tuple[int, int, int]:
-    """Roll every bucket up (in worker processes when more than one) into ``output``."""
+    """Roll every bucket up (in worker processes when more than one) into ``output``.
+
+    Workers send their rows back (pickled as Arrow IPC); this process alone writes.
+    """
     workers = max(1, min(workers or os.cpu_count() or 1, len(parts)))
     schema = s.empty(OUTPUT_SCHEMA).to_arrow().schema
     done = [0, 0, 0]
@@ -384,24 +386,26 @@ def _roll_buckets(
         tqdm(total=total, unit="call", desc="rollup", disable=not progress) as bar,
     ):
 
-        def collect(target: Path, counts: tuple[int, int, int]) -> None:
-            writer.write_table(pl.read_parquet(target).to_arrow().cast(schema))
-            target.unlink()
-            done[:] = [a + b for a, b in zip(done, counts, strict=True)]
-            bar.update(counts[1])
+        def collect(traces: int, calls: int, rows: pl.DataFrame) -> None:
+            writer.write_table(rows.to_arrow().cast(schema))
+            done[:] = [done[0] + traces, done[1] + calls, done[2] + rows.height]
+            bar.update(calls)
             bar.set_postfix(traces=done[0])
 
-        targets = [part.with_name(f"{part.name}.out.parquet") for part in parts]
         if workers == 1:
-            for part, target in zip(parts, targets, strict=True):
-                collect(target, roll_bucket(part, target, options))
+            for part in parts:
+                collect(*roll_bucket(part, options))
         else:
             spawn = multiprocessing.get_context("spawn")  # Polars' thread pool must not fork
             with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-                futures: dict[Future[tuple[int, int, int]], Path] = {
-                    pool.submit(roll_bucket, part, target, options): target
-                    for part, target in zip(parts, targets, strict=True)
-                }
-                for future in as_completed(futures):
-                    collect(futures[future], future.result())
+                queue = iter(parts)
+                # a few buckets in flight; a finished one is dropped once written
+                pending = {pool.submit(roll_bucket, p, options) for p in islice(queue, workers + 1)}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        collect(*future.result())
+                        pending.update(
+                            pool.submit(roll_bucket, p, options) for p in islice(queue, 1)
+                        )
     return done[0], done[1], done[2]
