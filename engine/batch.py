@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from engine import schema as s
+from engine.errors import InputDataError
 from engine.io import (
     PROJECT_COLUMN,
     iter_jsonl_calls,
@@ -276,7 +277,10 @@ def rollup_frame(
         query=query,
         summary_usage=summary_usage,
     )
-    frame = s.conform(calls.lazy(), s.CALL_SCHEMA, "calls").select(options.columns()).collect()
+    try:
+        frame = s.conform(calls.lazy(), s.CALL_SCHEMA, "calls").select(options.columns()).collect()
+    except pl.exceptions.PolarsError as err:
+        raise InputDataError(f"cannot read the calls: {err}") from err
     return rollup_traces(frame, options)
 
 
@@ -353,9 +357,12 @@ def _jsonl_to_parquet(files: list[Path], folder: Path, options: RollupOptions) -
 def _partition(calls: pl.LazyFrame, folder: Path, count: int) -> list[Path]:
     """Stream ``calls`` into ``count`` hash buckets of whole traces; one folder per bucket."""
     bucket = pl.struct(s.PROJECT_ID, s.TRACE_ID).hash(seed=0) % count
-    calls.with_columns(bucket.alias(_BUCKET)).sink_parquet(
-        pl.PartitionBy(folder, key=_BUCKET, include_key=False), mkdir=True
-    )
+    try:
+        calls.with_columns(bucket.alias(_BUCKET)).sink_parquet(
+            pl.PartitionBy(folder, key=_BUCKET, include_key=False), mkdir=True
+        )
+    except pl.exceptions.PolarsError as err:  # unreadable file, column of the wrong type
+        raise InputDataError(f"cannot read the calls: {err}") from err
     return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
 

@@ -21,43 +21,35 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F  # noqa: N812
-from pyspark.sql import types as T  # noqa: N812
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from engine import schema as s
 from engine.batch import OUTPUT_SCHEMA, PricesArg, RollupOptions, make_options, rollup_traces
+from engine.errors import InputDataError
 from engine.io import iter_jsonl_calls, resolve_inputs
 
 _BUCKET = "__bucket"
-_SPARK_TYPES: dict[type[pl.DataType], T.DataType] = {
-    pl.String: T.StringType(),
-    pl.Int64: T.LongType(),
-    pl.Float64: T.DoubleType(),
-    pl.Boolean: T.BooleanType(),
+# output dtype -> (Spark type, the Arrow type Spark expects back: plain strings, not views)
+_TYPES: dict[type[pl.DataType], tuple[T.DataType, pa.DataType]] = {
+    pl.String: (T.StringType(), pa.string()),
+    pl.Int64: (T.LongType(), pa.int64()),
+    pl.Float64: (T.DoubleType(), pa.float64()),
+    pl.Boolean: (T.BooleanType(), pa.bool_()),
 }
+_ARROW_SCHEMA = pa.schema([(name, _TYPES[type(t)][1]) for name, t in OUTPUT_SCHEMA.items()])
 
 
 def output_schema() -> T.StructType:
     """:data:`engine.batch.OUTPUT_SCHEMA` as a Spark schema."""
-    return T.StructType(
-        [
-            T.StructField(name, _SPARK_TYPES[type(dtype)], True)
-            for name, dtype in OUTPUT_SCHEMA.items()
-        ]
-    )
-
-
-def _arrow_output_schema() -> pa.Schema:
-    """The Arrow schema Spark expects back (plain strings, not views)."""
-    kinds = {pl.String: pa.string(), pl.Int64: pa.int64(), pl.Float64: pa.float64()}
-    kinds[pl.Boolean] = pa.bool_()
-    return pa.schema([(name, kinds[type(dtype)]) for name, dtype in OUTPUT_SCHEMA.items()])
+    fields = [T.StructField(name, _TYPES[type(t)][0], True) for name, t in OUTPUT_SCHEMA.items()]
+    return T.StructType(fields)
 
 
 def _roll_group(options: RollupOptions, table: pa.Table) -> pa.Table:
     """One Spark group (whole traces) through the engine."""
     calls = s.conform(pl.from_arrow(table).lazy(), s.CALL_SCHEMA, "calls").collect()
-    return rollup_traces(calls, options).to_arrow().cast(_arrow_output_schema())
+    return rollup_traces(calls, options).to_arrow().cast(_ARROW_SCHEMA)
 
 
 def rollup_spark(
@@ -88,6 +80,9 @@ def rollup_spark(
         query=query,
         summary_usage=summary_usage,
     )
+    missing = [c for c in (s.PROJECT_ID, s.ID, s.TRACE_ID) if c not in df.columns]
+    if missing:
+        raise InputDataError(f"calls DataFrame lacks required column {missing[0]!r}")
     calls = df.select(*[c for c in options.columns() if c in df.columns])
     if project_id is not None:
         calls = calls.filter(F.col(s.PROJECT_ID) == project_id)

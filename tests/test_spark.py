@@ -43,7 +43,6 @@ def test_spark_equals_polars(tmp_path: Path) -> None:
         df = spark.read.parquet(str(tmp_path / "calls.parquet"))
         cases = [
             ({"include_costs": True, "prices": EXTRA_PRICES, "summary_usage": "auto"}, None),
-            ({"filter": {"trace_roots_only": True}}, None),
             ({"include_costs": True, "summary_usage": "own", "project_id": PROJECT}, 3),
         ]
         for options, buckets in cases:
@@ -56,7 +55,8 @@ def test_spark_equals_polars(tmp_path: Path) -> None:
         write_jsonl(raw, tmp_path / "calls.jsonl.gz")
         EXTRA_PRICES.write_csv(tmp_path / "prices.csv")
         flags = ["--include-costs", "--prices", str(tmp_path / "prices.csv")]
-        flags += ["--summary-usage", "auto", "--filter", json.dumps({"trace_roots_only": False})]
+        filter = {"op_names": ["tool", "openai.chat.completions.create"]}
+        flags += ["--summary-usage", "auto", "--filter", json.dumps(filter)]
         jsonl = str(tmp_path / "calls.jsonl.gz")
         spark_out, polars_out = tmp_path / "spark-out", tmp_path / "polars.parquet"
         assert main(["rollup", jsonl, "-o", str(spark_out), "--engine", "spark", *flags]) == 0
@@ -69,6 +69,7 @@ def test_spark_equals_polars(tmp_path: Path) -> None:
             include_costs=True,
             prices=EXTRA_PRICES,
             summary_usage="auto",
+            filter=filter,
         )
         assert_frame_equal(from_spark, want)
         assert from_spark.filter(pl.col(s.MODEL).is_null()).height > 0

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="Parquet or JSON Lines: file, dir or glob"
     )
-    parser.add_argument("--output", "-o", required=True, help="Parquet file to write")
+    parser.add_argument(
+        "--output", "-o", required=True, help="Parquet file to write (spark: a directory)"
+    )
     parser.add_argument("--include-costs", action="store_true", help="price every row")
     parser.add_argument("--prices", help="CSV/Parquet of extra (project) price rows")
     parser.add_argument("--project", help="only this project's traces")
@@ -31,9 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--summary-usage", choices=("own", "auto"), default="own")
     parser.add_argument("--engine", choices=("polars", "spark"), default="polars")
     parser.add_argument("--master", default="local[*]", help="Spark master (--engine spark)")
-    parser.add_argument("--buckets", type=int, help="hash buckets (default: by --bucket-rows)")
-    parser.add_argument("--bucket-rows", type=int, default=500_000, help="calls per bucket")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+    parser.add_argument(
+        "--buckets",
+        type=int,
+        help="hash buckets of traces (polars default: by --bucket-rows; spark default: one "
+        "group per trace)",
+    )
+    parser.add_argument(
+        "--bucket-rows", type=int, default=500_000, help="calls per bucket (polars)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (polars; default: one per CPU)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -62,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "spark":
             from engine.spark import rollup_spark_files
 
-            rollup_spark_files(args.inputs, args.output, master=args.master, **common)
+            rollup_spark_files(
+                args.inputs, args.output, master=args.master, buckets=args.buckets, **common
+            )
             print(f"wrote {args.output}", file=sys.stderr)
             return 0
         from engine.batch import rollup_files
