@@ -152,7 +152,7 @@ def make_options(
 
 
 def rollup_traces(calls: pl.DataFrame, options: RollupOptions) -> pl.DataFrame:
-    """Rollup rows (``OUTPUT_SCHEMA``, sorted) of whole traces, any number, any projects.
+    """Rollup rows (``OUTPUT_SCHEMA``, in no set order) of whole traces, any number and projects.
 
     Every call of a trace in ``calls`` must be there: a trace split across two calls of this
     function would be two traces.
@@ -166,7 +166,7 @@ def rollup_traces(calls: pl.DataFrame, options: RollupOptions) -> pl.DataFrame:
     ]
     if not parts:
         return s.empty(OUTPUT_SCHEMA)
-    return pl.concat(parts).sort(SORT_KEYS, nulls_last=True)
+    return pl.concat(parts)
 
 
 def _project_rollup(frame: pl.DataFrame, project: str, options: RollupOptions) -> pl.DataFrame:
@@ -241,6 +241,8 @@ def rollup_frame(
 ) -> pl.DataFrame:
     """Per-(call, model) rolled-up usage of an in-memory set of calls, trace by trace.
 
+    Rows are sorted by project, trace, call and model (nulls last).
+
     Parameters
     ----------
     calls
@@ -281,7 +283,7 @@ def rollup_frame(
         frame = s.conform(calls.lazy(), s.CALL_SCHEMA, "calls").select(options.columns()).collect()
     except pl.exceptions.PolarsError as err:
         raise InputDataError(f"cannot read the calls: {err}") from err
-    return rollup_traces(frame, options)
+    return rollup_traces(frame, options).sort(SORT_KEYS, nulls_last=True)
 
 
 @dataclass(frozen=True)
