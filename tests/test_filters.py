@@ -10,7 +10,7 @@ import pytest
 from engine.errors import QueryTooComplexError
 from engine.filters import filter_exprs
 from engine.models import CallsFilter
-from tests.test_query_support import (
+from tests.query_support import (
     ALL,
     DS_V1,
     DS_V2,

@@ -10,7 +10,7 @@ import pytest
 from engine.errors import QueryParseError, QueryTooComplexError, UnsupportedQueryError
 from engine.query import MAX_DEPTH, MAX_NODES, parse_query
 from engine.query.ast import Compare, GetField, Literal
-from tests.test_query_support import assert_rejects, field, lit, ours, request
+from tests.query_support import assert_rejects, field, lit, ours, request
 
 BOTH_REJECT: list[tuple[dict[str, Any], type]] = [
     ({"$bogus": [lit(1), lit(1)]}, QueryParseError),
@@ -121,7 +121,7 @@ LAX_BOOLS = [
 
 @pytest.mark.parametrize(("flag", "want"), LAX_BOOLS)
 def test_case_insensitive_reads_like_pydantic(flag: Any, want: list[str]) -> None:
-    from tests.test_query_support import assert_selects
+    from tests.query_support import assert_selects
 
     spec = {"input": field("inputs.s"), "substr": lit("ab"), "case_insensitive": flag}
     assert_selects({"$contains": spec}, want)

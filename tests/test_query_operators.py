@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_query_support import (
+from tests.query_support import (
     ALL,
     PUBLIC_OP,
     assert_selects,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from engine import trace_usage
 from engine.errors import QueryError
 from engine.refs import extract_refs
+from tests.query_support import ROWS
 from tests.reference import weave_ref
 from tests.reference.generate import PROJECT
 from tests.reference.generate_query import (
@@ -24,7 +25,6 @@ from tests.reference.generate_query import (
     STRINGS,
     random_query_calls,
 )
-from tests.test_query_support import ROWS
 
 CALLS = random_query_calls(random.Random(2024)) + ROWS
 SERVER = weave_ref.make_server(CALLS, [])
