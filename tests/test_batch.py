@@ -395,45 +395,52 @@ def test_bad_options_fail_before_any_work() -> None:
         rollup_frame(s.empty(s.CALL_SCHEMA), prices=pl.DataFrame({"llm_id": ["m"]}))
 
 
-def test_cli_equals_python_api(tmp_path: Path) -> None:
+def test_cli_with_every_option_equals_python_api(tmp_path: Path) -> None:
     calls = calls_frame(sample_calls(range(40, 43)))
     calls.write_parquet(tmp_path / "calls.parquet")
     EXTRA_PRICES.write_csv(tmp_path / "prices.csv")
     out = tmp_path / "usage.parquet"
-    filter = {"trace_roots_only": True}
-    code = main(
-        [
-            "rollup",
-            str(tmp_path / "calls.parquet"),
-            "--output",
-            str(out),
-            "--include-costs",
-            "--prices",
-            str(tmp_path / "prices.csv"),
-            "--project",
-            PROJECT,
-            "--filter",
-            json.dumps(filter),
-            "--summary-usage",
-            "auto",
-            "--buckets",
-            "2",
-            "--workers",
-            "1",
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+    filter = {"op_names": ["tool", "openai.chat.completions.create"]}
+    query = {"$expr": {"$not": [{"$eq": [{"$getField": "op_name"}, {"$literal": "tool"}]}]}}
+    argv = ["rollup", str(tmp_path / "calls.parquet"), "--output", str(out)]
+    argv += ["--include-costs", "--prices", str(tmp_path / "prices.csv"), "--project", PROJECT]
+    argv += ["--filter", json.dumps(filter), "--query", json.dumps(query)]
+    argv += ["--summary-usage", "auto", "--buckets", "2", "--workers", "1", "--no-progress"]
+    assert main(argv) == 0
     want = rollup_frame(
         calls,
         include_costs=True,
         prices=EXTRA_PRICES,
         project_id=PROJECT,
         filter=filter,
+        query=query,
         summary_usage="auto",
     )
     assert_frame_equal(pl.read_parquet(out).sort(SORT_KEYS, nulls_last=True), want)
     assert want.height > 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+@pytest.mark.parametrize("summary_usage", ["own", "auto"])
+@pytest.mark.parametrize("include_costs", [False, True])
+def test_cli_equals_python_api(
+    tmp_path: Path, fmt: str, summary_usage: str, include_costs: bool
+) -> None:
+    raw = sample_calls(range(44, 46))
+    calls = _unfinished_without_summary(calls_frame(raw))
+    source = tmp_path / f"calls.{fmt}"
+    if fmt == "parquet":
+        calls.write_parquet(source)
+    else:
+        write_jsonl(raw, source)
+    out = tmp_path / "usage.parquet"
+    argv = ["rollup", str(source), "-o", str(out), "--summary-usage", summary_usage]
+    argv += ["--include-costs"] if include_costs else []
+    assert main([*argv, "--no-progress", "--workers", "1"]) == 0
+    want = rollup_frame(calls, include_costs=include_costs, summary_usage=summary_usage)
+    assert_frame_equal(pl.read_parquet(out).sort(SORT_KEYS, nulls_last=True), want)
+    costs = want.get_column("completion_tokens_total_cost")
+    assert costs.is_not_null().any() == include_costs
 
 
 def test_cli_reports_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,7 @@ def test_spark_equals_polars(tmp_path: Path) -> None:
         cases = [
             ({"include_costs": True, "prices": EXTRA_PRICES, "summary_usage": "auto"}, None),
             ({"include_costs": True, "summary_usage": "own", "project_id": PROJECT}, 3),
+            ({"summary_usage": "own"}, 2),
         ]
         for options, buckets in cases:
             got = pl.from_arrow(rollup_spark(df, buckets=buckets, **options).toArrow())
