@@ -308,7 +308,7 @@ def rollup_files(
     summary_usage: str = "own",
     buckets: int | None = None,
     bucket_rows: int = 500_000,
-    workers: int | None = None,
+    workers: int | None = 1,
     progress: bool = True,
     tmp_dir: str | Path | None = None,
 ) -> RollupStats:
@@ -317,8 +317,10 @@ def rollup_files(
     Same results as :func:`rollup_frame` on the same calls (row order aside). Input is
     hashed on (project_id, trace_id) into ``buckets`` temporary Parquet parts (default:
     one per ``bucket_rows`` calls), written by a streaming sink; each bucket is then rolled
-    up on its own, by ``workers`` processes (default: one per CPU), so peak memory is about
-    one bucket per worker. Temporary files go to ``tmp_dir`` (default: the system's).
+    up on its own, so peak memory is about one bucket per worker. ``workers`` > 1 (None: one
+    per CPU) rolls buckets up in spawned processes, which, as any ``multiprocessing`` use,
+    needs the calling script's work under ``if __name__ == "__main__":``. Temporary files
+    go to ``tmp_dir`` (default: the system's).
     """
     options = make_options(
         include_costs=include_costs,
