@@ -7,11 +7,12 @@ A 100,000-call answer is ~50 MB of JSON, so the text is written in one pass: one
 usage row, in answer order, each carrying whatever comes before it (the call's opening, the
 calls with no usage since the previous row's call) and after it (the closing brace, and on
 the last row the rest of the document). The pieces then lie back to back in one Arrow
-buffer, which is the body; it is copied out once.
+buffer; it is copied out once, in batches, into the body.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from engine import schema as s
 
 _ESCAPED = r'[\x00-\x1f"\\]'  # characters a JSON string literal cannot hold as they are
 _HEAD = '{"call_usage":{'
+_BATCH_ROWS = 250_000
 
 
 def _json_inner(values: pl.Series) -> pl.Series:
@@ -79,11 +81,11 @@ def _choose(mask: np.ndarray, yes: str, no: str) -> pl.Expr:
     )
 
 
-def _body(pieces: pl.Series) -> bytes:
-    """The concatenation of ``pieces`` as bytes.
+def _write(out: io.BytesIO, pieces: pl.Series) -> None:
+    """Append the concatenation of ``pieces`` to ``out``.
 
     Polars writes strings longer than 12 bytes back to back into its string buffers, so
-    when every piece is that long the body is those buffers' contents, copied out once;
+    when every piece is that long their text is copied straight out of those buffers;
     anything else takes the general route through an Arrow ``large_string`` array.
     """
     arr = pieces.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
@@ -100,18 +102,16 @@ def _body(pieces: pl.Series) -> bytes:
         ):
             starts = np.flatnonzero(np.append(True, ~same))
             ends = np.append(starts[1:], len(arr)) - 1
-            return b"".join(
-                memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]]
-                for i, j in zip(starts.tolist(), ends.tolist(), strict=True)
-            )
+            for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
+                out.write(memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]])
+            return
     large = pieces.to_arrow().cast(pa.large_string())
     if isinstance(large, pa.ChunkedArray):
         large = large.combine_chunks()
     offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset :]
     data = large.buffers()[2]
-    if data is None:
-        return b""
-    return memoryview(data)[int(offsets[0]) : int(offsets[len(large)])].tobytes()
+    if data is not None:
+        out.write(memoryview(data)[int(offsets[0]) : int(offsets[len(large)])])
 
 
 def to_json(
@@ -166,10 +166,20 @@ def to_json(
     suffix = pl.select(_choose(np.append(first[1:], True), "}", "")).to_series()
     suffix = suffix.scatter(m - 1, "}" + end + tail)
     metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
-    pieces = usage.select(
-        pl.concat_str(pl.lit(prefix), *_entries(usage, metrics), pl.lit(suffix))
-    ).to_series()
-    return _body(pieces)
+    # in batches, so that only one batch of pieces exists next to the growing body
+    out = io.BytesIO()
+    for lo in range(0, m, _BATCH_ROWS):
+        rows = usage.slice(lo, _BATCH_ROWS)
+        pieces = rows.select(
+            pl.concat_str(
+                pl.lit(prefix.slice(lo, _BATCH_ROWS)),
+                *_entries(rows, metrics),
+                pl.lit(suffix.slice(lo, _BATCH_ROWS)),
+            )
+        ).to_series()
+        _write(out, pieces)
+        del pieces
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 def to_dict(
