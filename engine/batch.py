@@ -11,8 +11,10 @@ traces cannot pay one at a time. Traces share no calls, so one engine run over m
 gives each trace's answer, provided that (1) call ids are unique across those traces and
 (2) no call's parent is a call of another trace, and (3) they share a project (prices are
 per project). :func:`rollup_traces` therefore runs the engine once per project over every
-trace that satisfies (1) and (2), and once per trace for the rest. The selection is then
-the same, since a filter or query keeps or drops each call on its own columns only.
+trace that satisfies (1) and (2). The rest ("tangled" traces) get, when no filter or query
+reads the ids, trace-qualified ids in that same run, and otherwise one run per trace. The
+selection is then the same, since a filter or query keeps or drops each call on its own
+columns only.
 
 Scale: :func:`rollup_files` hashes (project_id, trace_id) into buckets with a streaming
 Polars sink, so no more than a bucket is in memory per worker, then rolls up bucket by
@@ -170,20 +172,37 @@ def rollup_traces(calls: pl.DataFrame, options: RollupOptions) -> pl.DataFrame:
 
 
 def _project_rollup(frame: pl.DataFrame, project: str, options: RollupOptions) -> pl.DataFrame:
-    """One project's traces: one engine run for the independent ones, one per tangled trace."""
+    """One project's traces in one engine run, unless traces are tangled (see the module)."""
     owners = frame.select(s.ID, s.TRACE_ID).unique()
     tangled = _tangled_traces(frame, owners)
     prices = options.price_table(project)
     if tangled.height == 0:
-        return _run_engine(frame, owners, project, prices, options)
+        return _run_engine(frame, _owners(owners), project, prices, options)
+    if options.filter is None and options.query is None:
+        # nothing reads the ids but the rollup: prefixing them with their trace cuts every
+        # link between traces and keeps each trace's own ids distinct, in one run
+        qualified = frame.with_columns(_qualified(s.ID), _qualified(s.PARENT_ID))
+        keys = frame.select(_qualified(s.ID), s.TRACE_ID, pl.col(s.ID).alias(CALL_ID)).unique()
+        return _run_engine(qualified, keys, project, prices, options)
     traces = [
         frame.join(tangled, on=s.TRACE_ID, how="anti", nulls_equal=True),
         *frame.join(tangled, on=s.TRACE_ID, how="semi", nulls_equal=True).partition_by(s.TRACE_ID),
     ]
     return pl.concat(
-        _run_engine(part, part.select(s.ID, s.TRACE_ID).unique(), project, prices, options)
+        _run_engine(part, _owners(part.select(s.ID, s.TRACE_ID).unique()), project, prices, options)
         for part in traces
     )
+
+
+def _owners(ids: pl.DataFrame) -> pl.DataFrame:
+    """Engine id -> (trace_id, call_id) when the engine sees the calls' own ids."""
+    return ids.with_columns(pl.col(s.ID).alias(CALL_ID))
+
+
+def _qualified(column: str) -> pl.Expr:
+    """``column`` prefixed with the call's trace (a null trace is a trace too)."""
+    trace = pl.when(pl.col(s.TRACE_ID).is_null()).then(pl.lit("\x00")).otherwise(pl.col(s.TRACE_ID))
+    return pl.concat_str(trace, pl.lit("\x1f"), pl.col(column)).alias(column)
 
 
 def _tangled_traces(frame: pl.DataFrame, owners: pl.DataFrame) -> pl.DataFrame:
@@ -206,7 +225,10 @@ def _run_engine(
     prices: pl.DataFrame | None,
     options: RollupOptions,
 ) -> pl.DataFrame:
-    """One engine run over traces of one project whose call ids are unique across them."""
+    """One engine run over traces of one project whose engine ids are unique across them.
+
+    ``owners`` maps each engine ``id`` to its ``trace_id`` and original ``call_id``.
+    """
     result = trace_usage(
         frame, options.request(project), prices=prices, summary_usage=options.summary_usage
     )
@@ -219,7 +241,7 @@ def _run_engine(
         .select(
             pl.lit(project, pl.String).alias(s.PROJECT_ID),
             s.TRACE_ID,
-            pl.col(s.ID).alias(CALL_ID),
+            CALL_ID,
             s.MODEL,
             *s.TOKENS,
             *s.COSTS,
