@@ -124,25 +124,33 @@ def rollup_rows(
     start, size = _preorder(parent)
     width = groups.height
     key = row_group * n + start[row_call]
-    bounds = np.zeros(width * n + 1, dtype=np.int64)  # rows before each (group, position)
-    np.cumsum(np.bincount(key, minlength=width * n), out=bounds[1:])
+    order = _argsort(key, int(width * n).bit_length())
     at = np.empty(n, dtype=np.int64)  # the call at each preorder position
     at[start] = np.arange(n)
-    ends = (np.arange(n) + size[at])[None, :] + np.arange(0, width * n, n)[:, None]
-    hit = np.flatnonzero(bounds[ends.ravel()] > bounds[:-1])  # (group, position) pairs
-    pairs = np.sort(at[hit % n] * width + hit // n)  # as (call, group), call-major
-    call, group = pairs // width, pairs % width
-    lo = group * n + start[call]
-    hi = lo + size[call]
+    ends = np.arange(1, n + 1) + size[at] - 1  # one past each position's subtree
+    first_row = np.searchsorted(key[order], np.arange(width + 1) * n)
+    his, los, hits = [], [], []
+    for g in range(width):  # one group at a time keeps the arrays at n entries
+        positions = key[order[first_row[g] : first_row[g + 1]]] - g * n
+        before = np.zeros(n + 1, dtype=np.int64)  # the group's rows before each position
+        np.cumsum(np.bincount(positions, minlength=n), out=before[1:])
+        hi = before[ends]
+        hit = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
+        los.append(before[hit] + first_row[g])
+        his.append(hi[hit] + first_row[g])
+        hits.append(at[hit] * width + g)
+    lo, hi = np.concatenate(los), np.concatenate(his)
+    # answer order is (call, group): the permutation from (group, position) order
+    pairs = np.concatenate(hits)
+    perm = _argsort(pairs, int(n * width).bit_length())
+    pairs = pairs[perm]
 
-    lo, hi = bounds[lo], bounds[hi]
-    order = np.argsort(key)
     sums = np.zeros(len(key) + 1, dtype=np.int64)
     totals = {}
     for name in metrics:
         np.cumsum(rows.get_column(name).to_numpy()[order], out=sums[1:])
-        totals[name] = sums[hi] - sums[lo]
-    return Rolled(call, group, groups, totals)
+        totals[name] = (sums[hi] - sums[lo])[perm]
+    return Rolled(pairs // width, pairs % width, groups, totals)
 
 
 def _empty(groups: pl.DataFrame, metrics: list[str]) -> Rolled:
@@ -202,23 +210,42 @@ def _join_index(ids: pl.Series, query: pl.Series) -> np.ndarray:
 
 def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """Distinct rows of ``keys`` (nulls equal) and each row's index among them."""
-    if keys.height == 0:
+    m = keys.height
+    if m == 0:
         return keys, np.zeros(0, dtype=np.int64)
-    _, first, inverse = np.unique(
-        keys.hash_rows(_SEEDS[0]).to_numpy(), return_index=True, return_inverse=True
-    )
-    groups = keys[first]
-    if groups.gather(inverse).equals(keys):  # no two distinct keys share a hash
-        return groups, inverse.astype(np.int64)
+    hashed = keys.hash_rows(_SEEDS[0]).to_numpy()
+    order = _argsort(hashed, 64)
+    ordered = hashed[order]
+    new = np.ones(m, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    first = order[new]  # one row of each distinct hash
+    index = np.empty(m, dtype=np.int64)
+    index[order] = np.cumsum(new) - 1
+    check = keys.hash_rows(_SEEDS[1]).to_numpy()
+    if (check[first][index] == check).all():  # no two distinct keys share a hash
+        return keys[first], index
     groups = keys.unique(maintain_order=True, keep="first")
-    index = keys.join(
+    joined = keys.join(
         groups.with_row_index(_IDX),
         on=keys.columns,
         how="left",
         nulls_equal=True,
         maintain_order="left",
     )
-    return groups, index.get_column(_IDX).cast(pl.Int64).to_numpy().copy()
+    return groups, joined.get_column(_IDX).cast(pl.Int64).to_numpy().copy()
+
+
+def _argsort(keys: np.ndarray, key_bits: int) -> np.ndarray:
+    """``np.argsort(keys)`` (stable) for non-negative keys of ``key_bits`` bits: one plain
+    sort of each key with its position packed into the low bits, when both fit in 64."""
+    n = len(keys)
+    bits = max(1, n.bit_length())
+    if key_bits + bits > 64:
+        return np.argsort(keys, kind="stable")
+    packed = keys.astype(np.uint64) << np.uint64(bits)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    return (packed & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 def _ancestors(up: np.ndarray) -> list[np.ndarray] | None:
@@ -266,7 +293,7 @@ def _preorder(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for anc in tables:
         size += np.bincount(anc, weights=size, minlength=n + 1)
         size[n] = 0
-    order = np.argsort(up[:n])
+    order = _argsort(up[:n], n.bit_length())
     ordered = up[order]
     sizes = size[order]
     before = np.cumsum(sizes) - sizes  # sizes of all earlier rows in this order
