@@ -307,7 +307,11 @@ def bench_rss(plan: Plan) -> list[Result]:
 
 
 def bench_load(plan: Plan) -> list[Result]:
-    """(e) many clients polling small traces; answer cache off, then on."""
+    """(e) many clients polling small traces, with the answer cache off, then on.
+
+    Repeated polls of an unchanged trace may be answered from the service's cache, which
+    ingest invalidates; the cache-off run shows the cost of computing every answer.
+    """
     from benchmarks.server import Service, load_test, post
 
     traces = [generate("agent", plan.load_size, seed=100 + k) for k in range(plan.load_traces)]
@@ -328,7 +332,7 @@ def bench_load(plan: Plan) -> list[Result]:
         label = "off" if cache == 0 else "on"
         result = Result("e", f"load, {plan.load_clients} clients, cache {label}", plan.load_size)
         result.extra = stats
-        if plan.load_size == 1_000 and cache == 0:
+        if plan.load_size == 1_000:
             result.target = ">= 300 req/s, p99 <= 50 ms"
             result.met = stats["rps"] >= 300 and stats["p99_ms"] <= 50 and stats["errors"] == 0
         results.append(result)

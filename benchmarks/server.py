@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import orjson
-import polars as pl
 import psutil
 
 from benchmarks.generate import PROJECT, Trace
@@ -223,8 +222,3 @@ async def _load(
         "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "clients": float(clients),
     }
-
-
-def frame_of(traces: list[Trace]) -> pl.DataFrame:
-    """All calls of ``traces`` as one frame (what the store holds)."""
-    return pl.concat([t.calls for t in traces])
