@@ -103,3 +103,27 @@ def test_bench_command_rejects_unknown_benchmarks(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--only", "a,z"])
     assert "--only" in capsys.readouterr().err
+
+
+def test_rollup_is_exact_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rollup's hash lookups fall back to exact joins when its first hash collides
+    (forced here by hashing only each value's first character; the second, independent
+    hash that confirms matches stays real), and the answer does not change."""
+    trace = generate("agent", 300, seed=9)
+    rows = normalize(trace.usage.lazy()).collect()
+    calls = trace.calls.select(s.ID, s.PARENT_ID)
+    want = rollup(calls, rows, [s.MODEL])
+    series_hash, rows_hash = pl.Series.hash, pl.DataFrame.hash_rows
+    first_char = pl.all().cast(pl.String).str.slice(0, 1)
+
+    def colliding_series(self: pl.Series, seed: int = 0) -> pl.Series:
+        return series_hash(self.str.slice(0, 1) if seed == 1 else self, seed)
+
+    def colliding_rows(self: pl.DataFrame, seed: int = 0) -> pl.Series:
+        return rows_hash(self.select(first_char) if seed == 1 else self, seed)
+
+    monkeypatch.setattr(pl.Series, "hash", colliding_series)
+    monkeypatch.setattr(pl.DataFrame, "hash_rows", colliding_rows)
+    got = rollup(calls, rows, [s.MODEL])
+    assert got.sort(s.ID, s.MODEL).equals(want.sort(s.ID, s.MODEL))
+    assert agree.rollup_difference(_as_nested(got), ref.aggregate(ref.usage_calls(trace))) is None
