@@ -170,7 +170,11 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     series = (ids, *queries)
     total = sum(len(x) for x in series)
     bits = np.uint64(max(1, total.bit_length()))
-    packed = np.concatenate([x.hash(_SEEDS[0]).to_numpy() for x in series])
+    values = pl.concat([x.cast(pl.String).alias("v") for x in series], rechunk=False)
+    hashed = values.to_frame().select(  # both hashes at once: Polars runs them in parallel
+        pl.col("v").hash(_SEEDS[0]).alias("first"), pl.col("v").hash(_SEEDS[1]).alias("check")
+    )
+    packed = hashed.get_column("first").to_numpy(writable=True)
     packed >>= bits
     packed <<= bits
     packed |= np.arange(total, dtype=np.uint64)
@@ -185,8 +189,8 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     owner[owner >= n] = -1
     found = np.empty(total, dtype=np.int64)
     found[pos] = owner
-    found[n:][np.concatenate([q.is_null().to_numpy() for q in queries])] = -1
-    check = np.concatenate([x.hash(_SEEDS[1]).to_numpy() for x in series])
+    found[values.is_null().to_numpy()] = -1
+    check = hashed.get_column("check").to_numpy()
     matched = np.flatnonzero(found >= 0)
     if (check[found[matched]] != check[matched]).any():
         return _exact(ids, queries)
@@ -213,8 +217,9 @@ def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     m = keys.height
     if m == 0:
         return keys, np.zeros(0, dtype=np.int64)
-    hashed = keys.hash_rows(_SEEDS[0]).to_numpy()
-    order = _argsort(hashed, 64)
+    bits = max(1, m.bit_length())
+    hashed = keys.hash_rows(_SEEDS[0]).to_numpy() >> np.uint64(bits)  # room for positions
+    order = _argsort(hashed, 64 - bits)
     ordered = hashed[order]
     new = np.ones(m, dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])

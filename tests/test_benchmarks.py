@@ -113,16 +113,16 @@ def test_rollup_is_exact_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) ->
     rows = normalize(trace.usage.lazy()).collect()
     calls = trace.calls.select(s.ID, s.PARENT_ID)
     want = rollup(calls, rows, [s.MODEL])
-    series_hash, rows_hash = pl.Series.hash, pl.DataFrame.hash_rows
+    expr_hash, rows_hash = pl.Expr.hash, pl.DataFrame.hash_rows
     first_char = pl.all().cast(pl.String).str.slice(0, 1)
 
-    def colliding_series(self: pl.Series, seed: int = 0) -> pl.Series:
-        return series_hash(self.str.slice(0, 1) if seed == 1 else self, seed)
+    def colliding_expr(self: pl.Expr, seed: int = 0) -> pl.Expr:
+        return expr_hash(self.str.slice(0, 1) if seed == 1 else self, seed)
 
     def colliding_rows(self: pl.DataFrame, seed: int = 0) -> pl.Series:
         return rows_hash(self.select(first_char) if seed == 1 else self, seed)
 
-    monkeypatch.setattr(pl.Series, "hash", colliding_series)
+    monkeypatch.setattr(pl.Expr, "hash", colliding_expr)
     monkeypatch.setattr(pl.DataFrame, "hash_rows", colliding_rows)
     got = rollup(calls, rows, [s.MODEL])
     assert got.sort(s.ID, s.MODEL).equals(want.sort(s.ID, s.MODEL))
