@@ -25,7 +25,7 @@ run: install
 	$(BIN)/trace-usage serve --data-dir $(DATA_DIR) --seed-sample
 
 test: install-test
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: install-test
 	$(BIN)/ruff format --check .

@@ -64,6 +64,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     DELETED_AT: TIMESTAMP,
 }
 JSON_COLUMNS = (ATTRIBUTES, INPUTS, OUTPUT, SUMMARY)
+# what the engine reads of every call, whatever the filter and query read besides
+ANSWER_COLUMNS = (PROJECT_ID, ID, TRACE_ID, PARENT_ID, OP_NAME, STARTED_AT, ENDED_AT, DELETED_AT)
 DATETIME_COLUMNS = (STARTED_AT, ENDED_AT, DELETED_AT)
 
 # --- usage ---------------------------------------------------------------------------------

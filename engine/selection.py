@@ -16,6 +16,29 @@ from engine.models import CallsFilter, Query
 from engine.query import Ctx, compile_predicate, parse_query
 
 
+def _compiled(filter: CallsFilter | None, query: Query | None) -> tuple[list[pl.Expr], Ctx]:
+    preds = filter_exprs(filter)
+    ctx = Ctx()
+    if query is not None:
+        preds.append(compile_predicate(parse_query(query.expr_), ctx))
+    return preds, ctx
+
+
+def columns_read(filter: CallsFilter | None, query: Query | None) -> set[str]:
+    """The call columns ``filter`` and ``query`` read, so a store can load only those.
+
+    Examples
+    --------
+    >>> q = Query.model_validate({"$expr": {"$gt": [{"$getField": "inputs.k"}, {"$literal": 1}]}})
+    >>> sorted(columns_read(CallsFilter(trace_ids=["t"]), q))
+    ['inputs', 'trace_id']
+    """
+    preds, ctx = _compiled(filter, query)
+    helpers = [e for stage in ctx.stages for e in stage.values()]
+    read = {name for e in (*preds, *helpers) for name in e.meta.root_names()}
+    return read - set(ctx.names)
+
+
 def select_calls(
     calls: pl.LazyFrame, filter: CallsFilter | None, query: Query | None
 ) -> pl.LazyFrame:
@@ -28,10 +51,7 @@ def select_calls(
     >>> select_calls(calls, None, q).collect()["id"].to_list()
     ['b']
     """
-    preds = filter_exprs(filter)
-    ctx = Ctx()
-    if query is not None:
-        preds.append(compile_predicate(parse_query(query.expr_), ctx))
+    preds, ctx = _compiled(filter, query)
     if not preds:
         return calls
     return ctx.apply(calls).filter(reduce(and_, preds)).drop(ctx.names)

@@ -143,7 +143,8 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
     app.add_middleware(JsonBodyMiddleware)
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)
+    # level 1: a 100,000-call answer (~50 MB) compresses ~7x faster than at Starlette's 9
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=1)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     return app

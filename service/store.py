@@ -310,6 +310,7 @@ class CallStore:
         self._writer = self._root.cursor()
         migrate(self._writer)
         self._version = 0
+        self._price_cache: dict[str, tuple[int, pl.DataFrame]] = {}
 
     # --- lifecycle and metadata ----------------------------------------------------------
     def close(self) -> None:
@@ -469,13 +470,17 @@ class CallStore:
         project_id: str,
         trace_ids: list[str] | None = None,
         call_ids: list[str] | None = None,
+        columns: Iterable[str] | None = None,
     ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         """Calls (:data:`~engine.schema.CALL_SCHEMA`) and raw usage of one project.
 
         ``trace_ids`` and ``call_ids`` (both optional, combined with AND) are pushed down to
         DuckDB; rows reach Polars through Arrow. Deleted and end-only calls are included:
-        the engine picks candidates itself.
+        the engine picks candidates itself. ``columns`` limits the call columns read (the
+        JSON text columns are most of a call's bytes); default: all.
         """
+        wanted = set(s.CALL_SCHEMA if columns is None else columns) | {s.ID}
+        schema = {c: t for c, t in s.CALL_SCHEMA.items() if c in wanted}
         where = ["project_id = $p"]
         params: dict[str, Any] = {"p": project_id}
         if trace_ids is not None:
@@ -487,7 +492,8 @@ class CallStore:
         cond = " AND ".join(where)
         cur = self._cursor()
         try:
-            calls = cur.sql(f"SELECT {_CALL_COLS} FROM calls WHERE {cond}", params=params)
+            select = ", ".join(schema)
+            calls = cur.sql(f"SELECT {select} FROM calls WHERE {cond}", params=params)
             calls_tbl = calls.to_arrow_table()
             usage_sql = f"SELECT {_USAGE_COLS} FROM usage WHERE project_id = $p"
             if len(where) > 1:
@@ -495,7 +501,7 @@ class CallStore:
             usage_tbl = cur.sql(usage_sql, params=params).to_arrow_table()
         finally:
             cur.close()
-        return _frame(calls_tbl, s.CALL_SCHEMA), _frame(usage_tbl, s.USAGE_SCHEMA)
+        return _frame(calls_tbl, schema), _frame(usage_tbl, s.USAGE_SCHEMA)
 
     # --- prices --------------------------------------------------------------------------
     def add_prices(self, rows: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -538,14 +544,23 @@ class CallStore:
         self._transaction(work)
 
     def prices(self, project_id: str) -> pl.DataFrame:
-        """Default prices then this project's rows, as one :data:`PRICE_SCHEMA` table."""
+        """Default prices then this project's rows, as one :data:`PRICE_SCHEMA` table.
+
+        Kept per project until the next write, so polls do not rebuild it.
+        """
+        version = self._version
+        cached = self._price_cache.get(project_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         cols = ", ".join(_PRICE_COLS)
         tbl = self._arrow(
             f"SELECT {cols} FROM prices WHERE pricing_level = ? AND pricing_level_id = ? "
             "ORDER BY seq",
             [s.PROJECT_LEVEL, project_id],
         )
-        return price_table(_frame(tbl, s.PRICE_SCHEMA).collect())
+        table = price_table(_frame(tbl, s.PRICE_SCHEMA).collect())
+        self._price_cache[project_id] = (version, table)
+        return table
 
     # --- objects and files ---------------------------------------------------------------
     def add_object(self, row: dict[str, Any]) -> None:

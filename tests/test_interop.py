@@ -273,9 +273,10 @@ def test_errors_carry_a_reason_and_never_a_traceback(server: Server) -> None:
 
 
 def test_gzip_when_the_client_accepts_it(server: Server) -> None:
+    _feed_both(server.client(), ims.InMemoryTraceServer(), f"{ENTITY}/gzip", seed=7)
     res = httpx.post(
         server.url + "/trace/usage",
-        json={"project_id": f"{ENTITY}/usage-1", "include_costs": True},
+        json={"project_id": f"{ENTITY}/gzip", "include_costs": True},
         auth=(USER, server.key),
         headers={"accept-encoding": "gzip"},
     )

@@ -28,6 +28,7 @@ from engine.errors import (
     UnsupportedQueryError,
 )
 from engine.trace_usage import price_table
+from engine.usage import usage_from_json
 from service.app import create_app
 from service.auth import KeyStore
 from service.middleware import BodyLimitMiddleware
@@ -53,17 +54,25 @@ class FakeStore:
         self.ingests = 0
 
     def load(
-        self, project_id: str, trace_ids: list[str] | None = None, call_ids: list[str] | None = None
+        self,
+        project_id: str,
+        trace_ids: list[str] | None = None,
+        call_ids: list[str] | None = None,
+        columns: Any = None,
     ) -> tuple[pl.LazyFrame, pl.LazyFrame | None]:
+        """Like the store: only ``columns`` (and ``id``) come back, so a filter or query
+        that read a column the route did not ask for would answer wrong, not pass."""
         if self.fail is not None:
             raise self.fail
         self.loads.append((project_id, trace_ids, call_ids))
-        lf = self.frame.lazy().filter(pl.col("project_id") == project_id)
+        kept = [c for c in self.frame.columns if columns is None or c in {*columns, "id"}]
+        lf = self.frame.lazy().filter(pl.col("project_id") == project_id).select(kept)
         if trace_ids is not None:
             lf = lf.filter(pl.col("trace_id").is_in(trace_ids))
         if call_ids is not None:
             lf = lf.filter(pl.col("id").is_in(call_ids))
-        return lf, None
+        usage = usage_from_json(self.frame.select("id", "summary")).lazy()
+        return lf, usage.join(lf.select("id"), on="id", how="semi")
 
     def prices(self, project_id: str) -> pl.DataFrame:
         return self.price_frame

@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from engine import schema as s
 from engine.models import CallsUsageReq, CallsUsageRes, TraceUsageReq, TraceUsageRes
+from engine.selection import columns_read
 from engine.trace_usage import UsageResult, calls_usage, trace_usage
 from service.deps import PrincipalDep, SettingsDep, StoreDep
 
@@ -105,6 +106,7 @@ def trace_usage_route(
             req.project_id,
             trace_ids=(f.trace_ids or None) if f else None,
             call_ids=(f.call_ids or None) if f else None,
+            columns={*s.ANSWER_COLUMNS, *columns_read(req.filter, req.query)},
         )
         prices = store.prices(req.project_id) if req.include_costs else None
         return trace_usage(
@@ -129,7 +131,7 @@ def calls_usage_route(
     def compute() -> UsageResult:
         trace_ids: list[str] = []
         if req.call_ids:
-            roots, _ = store.load(req.project_id, call_ids=req.call_ids)
+            roots, _ = store.load(req.project_id, call_ids=req.call_ids, columns=[s.TRACE_ID])
             found = roots.select(s.TRACE_ID).drop_nulls().unique().collect()
             trace_ids = found.get_column(s.TRACE_ID).to_list()
         calls, usage = _load_traces(store, req.project_id, trace_ids)
@@ -148,4 +150,4 @@ def _load_traces(
     """The calls of ``trace_ids``: no store round trip when there are none."""
     if not trace_ids:
         return s.empty(s.CALL_SCHEMA).lazy(), None
-    return store.load(project_id, trace_ids=trace_ids)
+    return store.load(project_id, trace_ids=trace_ids, columns=s.ANSWER_COLUMNS)
