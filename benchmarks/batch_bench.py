@@ -25,7 +25,6 @@ import polars as pl
 import psutil
 
 from engine import schema as s
-from engine.batch import CALL_ID
 from engine.usage import normalize, usage_from_json
 
 PROJECT = "bench/batch"
@@ -160,17 +159,17 @@ def verify(folder: Path, output: Path) -> None:
         .group_by(s.TRACE_ID, s.MODEL)
         .agg(pl.col(t).sum() for t in s.TOKENS)
     )
-    roots = calls.filter(pl.col(s.PARENT_ID).is_null()).select(pl.col(s.ID).alias(CALL_ID))
+    roots = calls.filter(pl.col(s.PARENT_ID).is_null()).select(pl.col(s.ID).alias(s.CALL_ID))
     got = (
         pl.read_parquet(output)
-        .join(roots, on=CALL_ID)
+        .join(roots, on=s.CALL_ID)
         .drop_nulls(s.MODEL)
         .select(s.TRACE_ID, s.MODEL, *s.TOKENS)
     )
     key = [s.TRACE_ID, s.MODEL]
     if not got.sort(key).equals(want.sort(key)):
         raise SystemExit("verification failed: root totals differ from per-trace sums")
-    rows = pl.scan_parquet(output).select(pl.col(CALL_ID).n_unique()).collect().item()
+    rows = pl.scan_parquet(output).select(pl.col(s.CALL_ID).n_unique()).collect().item()
     if rows != calls.height:
         raise SystemExit(f"verification failed: {rows} calls in output, {calls.height} in input")
 

@@ -50,18 +50,7 @@ from engine.io import (
 )
 from engine.trace_usage import price_table, trace_usage
 
-CALL_ID = "call_id"
-UNFINISHED = "unfinished"
-OUTPUT_SCHEMA: dict[str, pl.DataType] = {
-    s.PROJECT_ID: pl.String(),
-    s.TRACE_ID: pl.String(),
-    CALL_ID: pl.String(),
-    s.MODEL: pl.String(),
-    **{name: pl.Int64() for name in s.TOKENS},
-    **{name: pl.Float64() for name in s.COSTS},
-    UNFINISHED: pl.Boolean(),
-}
-SORT_KEYS = [s.PROJECT_ID, s.TRACE_ID, CALL_ID, s.MODEL]
+SORT_KEYS = [s.PROJECT_ID, s.TRACE_ID, s.CALL_ID, s.MODEL]
 # what the engine reads when there is no filter or query (those may read any column)
 ROLLUP_COLUMNS = (
     s.PROJECT_ID,
@@ -154,7 +143,7 @@ def make_options(
 
 
 def rollup_traces(calls: pl.DataFrame, options: RollupOptions) -> pl.DataFrame:
-    """Rollup rows (``OUTPUT_SCHEMA``, in no set order) of whole traces, any number and projects.
+    """Rollup rows (``BATCH_OUTPUT_SCHEMA``, in no set order) of whole traces, of any projects.
 
     Every call of a trace in ``calls`` must be there: a trace split across two calls of this
     function would be two traces.
@@ -167,7 +156,7 @@ def rollup_traces(calls: pl.DataFrame, options: RollupOptions) -> pl.DataFrame:
         for (project,), frame in calls.partition_by(s.PROJECT_ID, as_dict=True).items()
     ]
     if not parts:
-        return s.empty(OUTPUT_SCHEMA)
+        return s.empty(s.BATCH_OUTPUT_SCHEMA)
     return pl.concat(parts)
 
 
@@ -182,7 +171,7 @@ def _project_rollup(frame: pl.DataFrame, project: str, options: RollupOptions) -
         # nothing reads the ids but the rollup: prefixing them with their trace cuts every
         # link between traces and keeps each trace's own ids distinct, in one run
         qualified = frame.with_columns(_qualified(s.ID), _qualified(s.PARENT_ID))
-        keys = frame.select(_qualified(s.ID), s.TRACE_ID, pl.col(s.ID).alias(CALL_ID)).unique()
+        keys = frame.select(_qualified(s.ID), s.TRACE_ID, pl.col(s.ID).alias(s.CALL_ID)).unique()
         return _run_engine(qualified, keys, project, prices, options)
     traces = [
         frame.join(tangled, on=s.TRACE_ID, how="anti", nulls_equal=True),
@@ -196,7 +185,7 @@ def _project_rollup(frame: pl.DataFrame, project: str, options: RollupOptions) -
 
 def _owners(ids: pl.DataFrame) -> pl.DataFrame:
     """Engine id -> (trace_id, call_id) when the engine sees the calls' own ids."""
-    return ids.with_columns(pl.col(s.ID).alias(CALL_ID))
+    return ids.with_columns(pl.col(s.ID).alias(s.CALL_ID))
 
 
 def _qualified(column: str) -> pl.Expr:
@@ -241,13 +230,13 @@ def _run_engine(
         .select(
             pl.lit(project, pl.String).alias(s.PROJECT_ID),
             s.TRACE_ID,
-            CALL_ID,
+            s.CALL_ID,
             s.MODEL,
             *s.TOKENS,
             *s.COSTS,
-            pl.col(s.ID).is_in(unfinished.implode()).alias(UNFINISHED),
+            pl.col(s.ID).is_in(unfinished.implode()).alias(s.UNFINISHED),
         )
-        .cast(OUTPUT_SCHEMA)
+        .cast(s.BATCH_OUTPUT_SCHEMA)
     )
 
 
@@ -412,7 +401,7 @@ def _roll_buckets(
     Workers send their rows back (pickled as Arrow IPC); this process alone writes.
     """
     workers = max(1, min(workers or os.cpu_count() or 1, len(parts)))
-    schema = s.empty(OUTPUT_SCHEMA).to_arrow().schema
+    schema = s.empty(s.BATCH_OUTPUT_SCHEMA).to_arrow().schema
     done = [0, 0, 0]
     with (
         pq.ParquetWriter(output, schema) as writer,

@@ -109,6 +109,19 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.Float64() for name in COSTS},
 }
 
+# --- batch output: one row per (call, model), null model for calls without usage ----------
+CALL_ID = "call_id"
+UNFINISHED = "unfinished"
+BATCH_OUTPUT_SCHEMA: dict[str, pl.DataType] = {
+    PROJECT_ID: pl.String(),
+    TRACE_ID: pl.String(),
+    CALL_ID: pl.String(),
+    MODEL: pl.String(),
+    **{name: pl.Int64() for name in TOKENS},
+    **{name: pl.Float64() for name in COSTS},
+    UNFINISHED: pl.Boolean(),
+}
+
 # --- prices --------------------------------------------------------------------------------
 LLM_ID = "llm_id"
 PRICING_LEVEL = "pricing_level"

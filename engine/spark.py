@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from engine import schema as s
-from engine.batch import OUTPUT_SCHEMA, PricesArg, RollupOptions, make_options, rollup_traces
+from engine.batch import PricesArg, RollupOptions, make_options, rollup_traces
 from engine.errors import InputDataError
 from engine.io import iter_jsonl_calls, resolve_inputs
 
@@ -37,12 +37,14 @@ _TYPES: dict[type[pl.DataType], tuple[T.DataType, pa.DataType]] = {
     pl.Float64: (T.DoubleType(), pa.float64()),
     pl.Boolean: (T.BooleanType(), pa.bool_()),
 }
-_ARROW_SCHEMA = pa.schema([(name, _TYPES[type(t)][1]) for name, t in OUTPUT_SCHEMA.items()])
+_ARROW_SCHEMA = pa.schema([(name, _TYPES[type(t)][1]) for name, t in s.BATCH_OUTPUT_SCHEMA.items()])
 
 
 def output_schema() -> T.StructType:
-    """:data:`engine.batch.OUTPUT_SCHEMA` as a Spark schema."""
-    fields = [T.StructField(name, _TYPES[type(t)][0], True) for name, t in OUTPUT_SCHEMA.items()]
+    """:data:`engine.schema.BATCH_OUTPUT_SCHEMA` as a Spark schema."""
+    fields = [
+        T.StructField(name, _TYPES[type(t)][0], True) for name, t in s.BATCH_OUTPUT_SCHEMA.items()
+    ]
     return T.StructType(fields)
 
 
@@ -63,7 +65,7 @@ def rollup_spark(
     summary_usage: str = "own",
     buckets: int | None = None,
 ) -> DataFrame:
-    """Rollup rows (:data:`engine.batch.OUTPUT_SCHEMA`) of a Spark DataFrame of calls.
+    """Rollup rows (:data:`engine.schema.BATCH_OUTPUT_SCHEMA`) of a Spark DataFrame of calls.
 
     ``df`` has the columns of :data:`engine.schema.CALL_SCHEMA` (missing optional ones
     read as null; timestamps as Spark timestamps, JSON columns as text). The options are

@@ -7,9 +7,10 @@ the caller has one (the store does) and parsed from ``summary`` otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, wraps
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,6 @@ from engine.models import (
     SUMMARY_USAGE_MODES,
     CallsFilter,
     CallsUsageReq,
-    Query,
     SummaryUsageMode,
     TraceUsageReq,
 )
@@ -202,6 +202,25 @@ def _price(summed: Rolled, ids: pl.Series, include_costs: bool) -> tuple[pl.Data
     return merged.select(s.ID, s.MODEL, *s.METRICS), call_index
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _data_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Polars errors raised while reading the calls (bad JSON text, wrong column types)
+    become ``InputDataError``, so callers see one error family and the service a 422."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except pl.exceptions.PolarsError as err:
+            raise InputDataError(f"cannot read the calls: {err}".splitlines()[0]) from err
+
+    return wrapper
+
+
+@_data_errors
 def trace_usage(
     calls: Frame,
     req: TraceUsageReq | dict[str, Any],
@@ -247,6 +266,7 @@ def trace_usage(
     return _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
 
 
+@_data_errors
 def calls_usage(
     calls: Frame,
     req: CallsUsageReq | dict[str, Any],
@@ -283,4 +303,4 @@ def calls_usage(
     )
 
 
-__all__ = ["Query", "UsageResult", "calls_usage", "default_prices", "price_table", "trace_usage"]
+__all__ = ["UsageResult", "calls_usage", "default_prices", "price_table", "trace_usage"]

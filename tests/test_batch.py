@@ -15,14 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine import schema as s
-from engine.batch import (
-    CALL_ID,
-    OUTPUT_SCHEMA,
-    SORT_KEYS,
-    UNFINISHED,
-    rollup_files,
-    rollup_frame,
-)
+from engine.batch import SORT_KEYS, rollup_files, rollup_frame
 from engine.errors import InputDataError, InvalidRequestError, QueryError
 from engine.io import read_calls
 from engine.trace_usage import price_table, trace_usage
@@ -133,15 +126,15 @@ def oracle(
             base = {
                 s.PROJECT_ID: project,
                 s.TRACE_ID: trace,
-                CALL_ID: call_id,
-                UNFINISHED: call_id in unfinished,
+                s.CALL_ID: call_id,
+                s.UNFINISHED: call_id in unfinished,
             }
             rows.extend({**base, s.MODEL: m, **usage} for m, usage in per_model.items())
             if not per_model:
                 rows.append({**base, s.MODEL: None})
-    frame = pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row") if rows else None
+    frame = pl.DataFrame(rows, schema=s.BATCH_OUTPUT_SCHEMA, orient="row") if rows else None
     if frame is None:
-        return s.empty(OUTPUT_SCHEMA)
+        return s.empty(s.BATCH_OUTPUT_SCHEMA)
     return frame.sort(SORT_KEYS, nulls_last=True)
 
 
@@ -218,7 +211,7 @@ def test_query_applies_within_each_trace(filter: dict | None, query: dict | None
     got = rollup_frame(calls, filter=filter, query=query, summary_usage="auto")
     want = oracle(calls, filter=filter, query=query, summary_usage="auto")
     assert_frame_equal(got, want)
-    assert 0 < got.get_column(CALL_ID).n_unique() < calls.height
+    assert 0 < got.get_column(s.CALL_ID).n_unique() < calls.height
 
 
 def test_project_option_keeps_one_project() -> None:
@@ -255,7 +248,7 @@ def test_traces_are_separate_selections() -> None:
             _call("idle", "C", "kid", None, ended=False),
         ]
     )
-    got = rollup_frame(calls).select(s.TRACE_ID, CALL_ID, s.MODEL, "prompt_tokens", UNFINISHED)
+    got = rollup_frame(calls).select(s.TRACE_ID, s.CALL_ID, s.MODEL, "prompt_tokens", s.UNFINISHED)
     assert got.rows() == [
         ("A", "kid", "gpt-4o", 10, False),
         ("A", "root", "gpt-4o", 11, False),

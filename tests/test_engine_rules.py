@@ -337,3 +337,13 @@ def test_shipped_default_prices_price_known_models() -> None:
     calls = frame(call("a", None, {"gpt-4o": {"prompt_tokens": 1000}}, started=started))
     res = trace_usage(calls, {"project_id": PROJECT, "include_costs": True}).to_dict()
     assert res["call_usage"]["a"]["gpt-4o"]["prompt_tokens_total_cost"] > 0
+
+
+def test_unreadable_calls_are_an_input_error_not_a_crash() -> None:
+    calls = frame(call("a", None, {"m": {"requests": 1}}))
+    with pytest.raises(InputDataError, match="summary"):
+        trace_usage(
+            calls.with_columns(pl.lit('{"usage": oops').alias("summary")), {"project_id": PROJECT}
+        )
+    with pytest.raises(InputDataError, match="cannot read the calls"):
+        trace_usage(calls.with_columns(started_at=pl.lit("soon")), {"project_id": PROJECT})
