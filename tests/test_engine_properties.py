@@ -13,17 +13,6 @@ from engine import trace_usage
 from tests.engine_helpers import PROJECT, T0
 from tests.reference import model
 
-COUNTER_NAMES = (
-    "prompt_tokens",
-    "input_tokens",
-    "completion_tokens",
-    "output_tokens",
-    "requests",
-    "total_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
-
 
 @st.composite
 def call_trees(draw):
@@ -40,7 +29,7 @@ def call_trees(draw):
             "root": None,
             "any": ids[draw(st.integers(0, n - 1))],  # may self-parent or close a cycle
         }[kind]
-    counters = st.dictionaries(st.sampled_from(COUNTER_NAMES), st.integers(-5, 1000), max_size=8)
+    counters = st.dictionaries(st.sampled_from(s.RAW_COUNTERS), st.integers(-5, 1000), max_size=8)
     usage = {
         c: draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), counters, max_size=4))
         for c in ids

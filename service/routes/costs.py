@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from engine import schema as s
 from engine.errors import InvalidRequestError, QueryParseError
 from service.deps import PrincipalDep, StoreDep
+from service.store import PRICE_ROW_FIELDS
 from service.wire import (
     CostCreateReq,
     CostCreateRes,
@@ -125,24 +126,9 @@ def _truthy(value: Any) -> bool:
 
 
 def _field(row: dict[str, Any], name: Any, path: str) -> Any:
-    if not isinstance(name, str) or name not in _ROW_FIELDS:
+    if not isinstance(name, str) or name not in PRICE_ROW_FIELDS:
         raise QueryParseError(f"Unknown field: {name}", path=path)
     return row.get(name)
-
-
-_ROW_FIELDS = {
-    "id",
-    s.PRICING_LEVEL,
-    s.PRICING_LEVEL_ID,
-    s.PROVIDER_ID,
-    s.LLM_ID,
-    s.EFFECTIVE_DATE,
-    *s.PRICES,
-    "prompt_token_cost_unit",
-    "completion_token_cost_unit",
-    "created_by",
-    "created_at",
-}
 
 
 def _as_datetime(value: Any) -> dt.datetime | None:

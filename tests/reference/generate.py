@@ -6,6 +6,8 @@ import datetime as dt
 import random
 from typing import Any
 
+from engine import schema as s
+
 PROJECT = "entity/project"
 OTHER_PROJECT = "entity/other"
 MODELS = ["gpt-4o", "claude-3-5-sonnet", "gemini-1.5-pro", "llama-3", "unpriced-model"]
@@ -27,24 +29,12 @@ def _counter(rng: random.Random) -> Any:
     return 0
 
 
-_COUNTERS = [
-    "prompt_tokens",
-    "input_tokens",
-    "completion_tokens",
-    "output_tokens",
-    "requests",
-    "total_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-]
-
-
 def random_usage(rng: random.Random) -> Any:
     """A ``summary.usage`` value the reference accepts (it fails a request whose usage values
     are not integers to pydantic: unit tests cover those)."""
     usage: dict[str, Any] = {}
     for model in rng.sample(MODELS, rng.randint(0, 3)):
-        entry = {name: _counter(rng) for name in rng.sample(_COUNTERS, rng.randint(0, 8))}
+        entry = {name: _counter(rng) for name in rng.sample(s.RAW_COUNTERS, rng.randint(0, 8))}
         usage[model] = entry
     return usage
 
