@@ -45,6 +45,8 @@ def _engine_call(fn: Callable[P, R]) -> Callable[P, R]:
 
     An answer is many small queries; the default engine costs about twice as much per query
     (measured: 1,000-call answers 30% and 100,000-call answers 15% faster in memory).
+    Polars' config is process-wide, so threads answering at once may leave it set to
+    in-memory when they finish; that changes only the speed of other Polars queries.
     Polars errors raised while reading the calls (bad JSON text, wrong column types) become
     ``InputDataError``, so callers see one error family and the service a 422.
     """
