@@ -4,15 +4,16 @@ The JSON is assembled by Polars string expressions, so a 100,000-call answer nev
 100,000 pydantic objects; :func:`to_dict` parses that same text for Python callers.
 
 A 100,000-call answer is ~50 MB of JSON, so the text is written in one pass: one piece per
-usage row, in answer order, each carrying whatever comes before it (the call's opening, the
-calls with no usage since the previous row's call) and after it (the closing brace, and on
-the last row the rest of the document). The pieces then lie back to back in one Arrow
-buffer; it is copied out once, in batches, into the body.
+usage row, in answer order, each carrying whatever comes before it (a comma, or the call's
+opening with the calls that have no usage since the previous call) and after it (the
+call's closing brace). The pieces of a batch of rows lie back to back in Polars' string
+buffers, which :func:`json_chunks` hands out without copying, batch by batch, so that a
+server can send one batch while the next is being written.
 """
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,16 +23,27 @@ import pyarrow as pa
 
 from engine import schema as s
 
-_ESCAPED = r'[\x00-\x1f"\\]'  # characters a JSON string literal cannot hold as they are
-_HEAD = '{"call_usage":{'
-_BATCH_ROWS = 250_000
+_HEAD = b'{"call_usage":{'
+_BATCH_ROWS = 32_768  # ~10 MB of text: small enough to overlap writing with sending
+
+
+def _needs_escape(values: pl.Series) -> bool:
+    """Whether any value holds a character a JSON string literal cannot hold as it is."""
+    text = values.to_arrow().cast(pa.large_string())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    data = text.buffers()[2]
+    if data is None:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)
+    return bool(len(raw)) and bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _json_inner(values: pl.Series) -> pl.Series:
     """``values`` escaped for a JSON string literal, without the quotes (most values, like
     ids and model names, need no escaping and are returned as they are)."""
     values = values.cast(pl.String)
-    if not values.str.contains(_ESCAPED).any():
+    if not _needs_escape(values):
         return values
     encoded = values.alias("k").to_frame().select(pl.struct("k").struct.json_encode())
     return encoded.to_series().str.slice(6).str.strip_suffix('"}')
@@ -44,34 +56,37 @@ def _positions(call_ids: pl.Series, usage: pl.DataFrame) -> tuple[pl.DataFrame, 
     return ordered.drop("__call"), ordered.get_column("__call").cast(pl.Int64).to_numpy()
 
 
-def _value(name: str, column: pl.Series) -> pl.Expr:
+def _value(name: str, column: pl.Series) -> pl.Expr | str:
     """A metric as JSON text: integers and finite floats as they are, the rest ``null``."""
     if column.null_count() == column.len():
-        return pl.lit("null")
+        return "null"
     text = pl.col(name).cast(pl.String)
     if column.dtype.is_float() and not column.is_finite().fill_null(True).all():
         text = pl.when(pl.col(name).is_finite()).then(text)
     return text.fill_null("null")
 
 
-def _entries(usage: pl.DataFrame, metrics: list[str]) -> list[pl.Expr]:
+def _entry(usage: pl.DataFrame, metrics: list[str], model: pl.Series) -> list[pl.Expr | str]:
     """The parts of ``"model":{"metric":value,...}`` for each usage row."""
-    model = _json_inner(usage.get_column(s.MODEL))
-    parts: list[pl.Expr] = [pl.lit('"'), pl.lit(model)]
+    parts: list[pl.Expr | str] = ['"', pl.lit(model)]
     if not all(usage.schema[m].is_numeric() for m in metrics):
-        return [*parts, pl.lit('":'), pl.struct(metrics).struct.json_encode()]
+        return [*parts, '":', pl.struct(metrics).struct.json_encode()]
     for i, name in enumerate(metrics):
-        parts.append(pl.lit('":{' * (i == 0) + "," * (i > 0) + f'"{name}":'))
+        parts.append('":{' * (i == 0) + "," * (i > 0) + f'"{name}":')
         parts.append(_value(name, usage.get_column(name)))
-    parts.append(pl.lit("}" if metrics else '":{}'))
+    parts.append("}" if metrics else '":{}')
     return parts
 
 
-def _items(call_ids: pl.Series, ids: pl.Series, which: np.ndarray, body: str) -> pl.Series:
-    """``"id":`` + ``body`` for the calls ``which``, each after a comma but the very first."""
-    return pl.select(
-        pl.concat_str(_choose(which > 0, ',"', '"'), pl.lit(ids.gather(which)), pl.lit('":' + body))
-    ).to_series()
+def _concat(parts: list[pl.Expr | str]) -> pl.Expr:
+    """``concat_str`` of ``parts``, adjacent constant texts merged into one literal."""
+    merged: list[pl.Expr | str] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in merged])
 
 
 def _choose(mask: np.ndarray, yes: str, no: str) -> pl.Expr:
@@ -81,11 +96,30 @@ def _choose(mask: np.ndarray, yes: str, no: str) -> pl.Expr:
     )
 
 
-def _write(out: io.BytesIO, pieces: pl.Series) -> None:
-    """Append the concatenation of ``pieces`` to ``out``.
+def _gaps(ids: pl.Series, empty: np.ndarray, slot: np.ndarray, slots: int) -> pl.Series:
+    """For each of ``slots`` slots, ``"id":{},`` for every call in ``empty`` (call rows
+    with no usage, increasing) whose ``slot`` it is, in call order.
+
+    The items of a slot are adjacent in the text of all items, so each slot's text is a
+    range of that text: new offsets over the same data buffer, nothing copied.
+    """
+    items = pl.select(pl.concat_str(pl.lit('"'), pl.lit(ids.gather(empty)), pl.lit('":{},')))
+    text = items.to_series().to_arrow().cast(pa.large_string())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    item_end = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
+    first_item = np.zeros(slots + 1, dtype=np.int64)
+    np.cumsum(np.bincount(slot, minlength=slots), out=first_item[1:])
+    bounds = pa.py_buffer(np.ascontiguousarray(item_end[first_item]))
+    data = text.buffers()[2] or pa.py_buffer(b"")
+    return pl.Series(pa.LargeStringArray.from_buffers(slots, bounds, data))
+
+
+def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
+    """The concatenation of ``pieces``, in a few slices of Polars' own buffers.
 
     Polars writes strings longer than 12 bytes back to back into its string buffers, so
-    when every piece is that long their text is copied straight out of those buffers;
+    when every piece is that long their text is handed out straight from those buffers;
     anything else takes the general route through an Arrow ``large_string`` array.
     """
     arr = pieces.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
@@ -103,7 +137,7 @@ def _write(out: io.BytesIO, pieces: pl.Series) -> None:
             starts = np.flatnonzero(np.append(True, ~same))
             ends = np.append(starts[1:], len(arr)) - 1
             for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
-                out.write(memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]])
+                yield memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]]
             return
     large = pieces.to_arrow().cast(pa.large_string())
     if isinstance(large, pa.ChunkedArray):
@@ -111,7 +145,58 @@ def _write(out: io.BytesIO, pieces: pl.Series) -> None:
     offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset :]
     data = large.buffers()[2]
     if data is not None:
-        out.write(memoryview(data)[int(offsets[0]) : int(offsets[len(large)])])
+        yield memoryview(data)[int(offsets[0]) : int(offsets[len(large)])]
+
+
+def json_chunks(
+    call_ids: pl.Series,
+    usage: pl.DataFrame,
+    unfinished: list[str],
+    call_index: np.ndarray | None = None,
+) -> Iterator[bytes | memoryview]:
+    """The response body in pieces whose concatenation is :func:`to_json`.
+
+    Work happens as the pieces are asked for, a batch of usage rows at a time, and only one
+    batch's text is held at once.
+    """
+    batch_rows = _BATCH_ROWS
+    if call_index is None:
+        usage, call_index = _positions(call_ids, usage)
+    ids = _json_inner(call_ids)
+    n, m = call_ids.len(), len(call_index)
+    has_usage = np.zeros(n, dtype=bool)
+    has_usage[call_index] = True
+    empty = np.flatnonzero(~has_usage)
+    first = np.ones(m, dtype=bool)
+    np.not_equal(call_index[1:], call_index[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    openers = call_index[starts]
+    # calls with no usage go in front of the next call that has some, or at the very end
+    gaps = _gaps(ids, empty, np.searchsorted(openers, empty), len(openers) + 1)
+    end = gaps[-1][:-1]  # the calls after the last one with usage, without the last comma
+    rest = ("," if m and end else "") + end
+    yield _HEAD
+    if m:
+        opening = pl.select(
+            pl.concat_str(
+                _choose(np.arange(len(openers)) > 0, ",", ""),
+                pl.lit(gaps.head(len(openers))),
+                pl.lit('"'),
+                pl.lit(ids.gather(openers)),
+                pl.lit('":{'),
+            )
+        ).to_series()
+        prefix = pl.repeat(",", m, eager=True).scatter(starts, opening)
+        last = np.append(first[1:], True)
+        model = _json_inner(usage.get_column(s.MODEL))
+        metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
+        for lo in range(0, m, batch_rows):
+            rows = usage.slice(lo, batch_rows)
+            parts = [pl.lit(prefix.slice(lo, batch_rows))]
+            parts += _entry(rows, metrics, model.slice(lo, batch_rows))
+            parts.append(_choose(last[lo : lo + batch_rows], "}", ""))
+            yield from _buffers(rows.select(_concat(parts)).to_series())
+    yield rest.encode() + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
 
 
 def to_json(
@@ -131,55 +216,7 @@ def to_json(
     >>> to_json(pl.Series(["a", "b"]), usage, ["b"])
     b'{"call_usage":{"a":{"m":{"requests":1}},"b":{}},"unfinished_call_ids":["b"]}'
     """
-    if call_index is None:
-        usage, call_index = _positions(call_ids, usage)
-    tail = '},"unfinished_call_ids":' + orjson.dumps(unfinished).decode() + "}"
-    ids = _json_inner(call_ids)
-    n, m = call_ids.len(), len(call_index)
-    has_usage = np.zeros(n, dtype=bool)
-    has_usage[call_index] = True
-    empty = np.flatnonzero(~has_usage)
-    if m == 0:
-        return (_HEAD + "".join(_items(call_ids, ids, empty, "{}")) + tail).encode()
-
-    first = np.ones(m, dtype=bool)
-    np.not_equal(call_index[1:], call_index[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    openers = call_index[starts]
-    # calls with no usage go in front of the next call that has some, or at the very end
-    gaps = (
-        pl.DataFrame(
-            {"slot": np.searchsorted(openers, empty), "item": _items(call_ids, ids, empty, "{}")}
-        )
-        .group_by("slot", maintain_order=True)
-        .agg(pl.col("item").str.join(""))
-    )
-    end = "".join(gaps.filter(pl.col("slot") == len(openers)).get_column("item").to_list())
-    opening = (
-        pl.DataFrame({"slot": np.arange(len(openers)), "call": _items(call_ids, ids, openers, "{")})
-        .join(gaps, on="slot", how="left", maintain_order="left")
-        .select(pl.concat_str(pl.col("item").fill_null(""), "call"))
-        .to_series()
-    )
-    opening = opening.scatter(0, _HEAD + opening[0])
-    prefix = pl.repeat(",", m, eager=True).scatter(starts, opening)
-    suffix = pl.select(_choose(np.append(first[1:], True), "}", "")).to_series()
-    suffix = suffix.scatter(m - 1, "}" + end + tail)
-    metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
-    # in batches, so that only one batch of pieces exists next to the growing body
-    out = io.BytesIO()
-    for lo in range(0, m, _BATCH_ROWS):
-        rows = usage.slice(lo, _BATCH_ROWS)
-        pieces = rows.select(
-            pl.concat_str(
-                pl.lit(prefix.slice(lo, _BATCH_ROWS)),
-                *_entries(rows, metrics),
-                pl.lit(suffix.slice(lo, _BATCH_ROWS)),
-            )
-        ).to_series()
-        _write(out, pieces)
-        del pieces
-    return out.getvalue()  # the buffer itself, not a copy
+    return b"".join(json_chunks(call_ids, usage, unfinished, call_index))
 
 
 def to_dict(

@@ -7,7 +7,7 @@ the caller has one (the store does) and parsed from ``summary`` otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, wraps
 from typing import Any, ParamSpec, TypeVar
@@ -29,7 +29,7 @@ from engine.models import (
 from engine.pricing import choose_prices, load_price_csv
 from engine.rollup import Rolled, index_tree, rollup_rows
 from engine.selection import select_calls
-from engine.serialize import to_dict, to_json
+from engine.serialize import json_chunks, to_dict, to_json
 from engine.usage import normalize, usage_from_json
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -81,6 +81,11 @@ class UsageResult:
     def to_json(self) -> bytes:
         """The response body, exactly as the HTTP endpoint sends it."""
         return to_json(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
+
+    def json_chunks(self) -> Iterator[bytes | memoryview]:
+        """:meth:`to_json` in pieces, each written when asked for (for streaming a big
+        answer while the rest is being written)."""
+        return json_chunks(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
 
     @_engine_call
     def to_dict(self) -> dict[str, Any]:

@@ -237,6 +237,27 @@ def test_repeated_polls_hit_the_cache_until_the_store_changes(
     assert len(store.loads) == 2
 
 
+def test_big_answers_are_streamed_whole_and_not_cached(
+    tmp_path: Path, sample: tuple[list, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import serialize
+    from service.routes import usage as usage_route
+
+    monkeypatch.setattr(usage_route, "_STREAM_FROM_BYTES", 100)
+    monkeypatch.setattr(serialize, "_BATCH_ROWS", 3)
+    calls, prices = sample
+    store = FakeStore(calls, prices)
+    c, auth = make_client(tmp_path, store)
+    req = {"project_id": PROJECT, "include_costs": True}
+    res = post(c, auth, "/trace/usage", req)
+    assert res.status_code == 200
+    assert "content-length" not in res.headers  # sent as it was written
+    want = weave_ref.reference_trace_usage(weave_ref.make_server(calls, prices), req)
+    assert_same_usage(res.json(), want, "streamed")
+    assert post(c, auth, "/trace/usage", req).content == res.content
+    assert len(store.loads) == 2  # too big for the cache: computed again
+
+
 def test_cache_size_zero_always_loads(tmp_path: Path, store: FakeStore) -> None:
     c, auth = make_client(tmp_path, store, cache_size=0)
     for _ in range(3):
@@ -515,13 +536,17 @@ def test_a_query_selects_through_http(client: Any, store: FakeStore) -> None:
 
 def test_cache_keeps_small_answers_only_and_evicts_the_oldest() -> None:
     cache = AnswerCache(2, max_bytes=3)
-    computed: list[str] = []
+    for key, body in [("a", b"1"), ("b", b"22"), ("c", b"333"), ("big", b"4444")]:
+        cache.put((key,), body, len(body))
+    assert cache.get(("a",)) is None  # the oldest of three went
+    assert (cache.get(("b",)), cache.get(("c",))) == ((b"22", 2), (b"333", 3))
+    assert cache.get(("big",)) is None  # over max_bytes: never kept
+    cache.get(("b",))  # b is now the most recent, so c goes next
+    cache.put(("d",), b"1", 1)
+    assert [cache.get((k,)) for k in "bcd"] == [(b"22", 2), None, (b"1", 1)]
 
-    def make(body: bytes) -> Any:
-        return lambda: computed.append(body.decode()) or (body, 1)
 
-    for key, body in [("a", b"1"), ("b", b"22"), ("a", b"1"), ("c", b"333"), ("b", b"22")]:
-        cache.get_or_compute((key,), make(body))
-    cache.get_or_compute(("big",), make(b"4444"))
-    cache.get_or_compute(("big",), make(b"4444"))
-    assert computed == ["1", "22", "333", "22", "4444", "4444"]
+def test_cache_off_keeps_nothing() -> None:
+    cache = AnswerCache(0)
+    cache.put(("a",), b"1", 1)
+    assert cache.get(("a",)) is None

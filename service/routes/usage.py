@@ -2,19 +2,24 @@
 
 Handlers check the caller, load the project's calls with ``trace_ids``/``call_ids`` pushed
 down to the store, and return the engine's JSON bytes untouched (``response_model`` only
-documents the shape). Repeated polls of an unchanged store are served from a small LRU keyed
-by the request and ``store.version()``, which every ingest bumps.
+documents the shape); big bodies are streamed as they are written. Repeated polls of an
+unchanged store are served from a small LRU keyed by the request and ``store.version()``,
+which every ingest bumps.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
+import anyio
 import polars as pl
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from service.store import CallStore
 
 JSON = "application/json"
+_STREAM_FROM_BYTES = 4 * 1024 * 1024  # bodies bigger than this are streamed
 router = APIRouter(tags=["usage"])
 
 
@@ -40,8 +46,8 @@ class AnswerCache:
     Examples
     --------
     >>> cache = AnswerCache(1)
-    >>> cache.get_or_compute(("a", 1), lambda: (b"x", 1)), cache.get_or_compute(("a", 1), None)
-    ((b'x', 1), (b'x', 1))
+    >>> cache.put(("a", 1), b"x", 3), cache.get(("a", 1)), cache.get(("b", 1))
+    (None, (b'x', 3), None)
     """
 
     def __init__(self, size: int, max_bytes: int = 4 * 1024 * 1024) -> None:
@@ -50,42 +56,64 @@ class AnswerCache:
         self._items: OrderedDict[tuple, tuple[bytes, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_compute(
-        self, key: tuple, compute: Callable[[], tuple[bytes, int]]
-    ) -> tuple[bytes, int]:
-        """The cached ``(body, calls)`` for ``key``, computing and keeping it on a miss."""
+    def get(self, key: tuple) -> tuple[bytes, int] | None:
+        """The body kept for ``key`` and the number of calls it answers, if any."""
         with self._lock:
-            if key in self._items:
+            kept = self._items.get(key)
+            if kept is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
-        value = compute()
-        if self.size > 0 and len(value[0]) <= self.max_bytes:
+            return kept
+
+    def put(self, key: tuple, body: bytes, calls: int) -> None:
+        """Keep ``body`` for ``key`` (unless the cache is off or the body too big)."""
+        if self.size > 0 and len(body) <= self.max_bytes:
             with self._lock:
-                self._items[key] = value
+                self._items[key] = (body, calls)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
-        return value
 
 
-def _cache_key(kind: str, req: BaseModel) -> tuple | None:
-    """The request as canonical JSON; None (not cached) when pydantic cannot serialize it,
-    e.g. a query nested past its depth limit, which the engine then rejects."""
+def _cache_key(kind: str, req: BaseModel, version: int) -> tuple | None:
+    """The request as canonical JSON and the store version; None (not cached) when
+    pydantic cannot serialize it, e.g. a query nested past its depth limit, which the
+    engine then rejects."""
     try:
-        return (kind, req.model_dump_json(by_alias=True))
+        return (kind, req.model_dump_json(by_alias=True), version)
     except PydanticSerializationError:
         return None
 
 
-def _answer(
-    request: Request, key: tuple | None, compute: Callable[[], UsageResult], version: int
-) -> Response:
-    def run() -> tuple[bytes, int]:
-        result = compute()
-        return result.to_json(), result.call_ids.len()
+async def _read_ahead(chunks: Iterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    """``chunks``, each written on a worker thread while the one before is being sent."""
+    pending = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
+    while (chunk := await pending) is not None:
+        pending = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
+        yield chunk
 
-    cache = request.app.state.usage_cache
-    body, calls = run() if key is None else cache.get_or_compute((*key, version), run)
-    request.state.calls_selected = calls
+
+def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResult]) -> Response:
+    """The answer's body: from the cache, whole when it is small, else streamed.
+
+    A big answer (tens of MB for a 100,000-call trace) is sent as it is written, so the
+    client reads one part while the next is being written.
+    """
+    cache: AnswerCache = request.app.state.usage_cache
+    cached = cache.get(key) if key is not None else None
+    if cached is not None:
+        request.state.calls_selected = cached[1]
+        return Response(cached[0], media_type=JSON)
+    result = compute()
+    calls = request.state.calls_selected = result.call_ids.len()
+    chunks = result.json_chunks()
+    written, size = [], 0
+    for chunk in chunks:
+        written.append(chunk)
+        size += len(chunk)
+        if size > _STREAM_FROM_BYTES:
+            return StreamingResponse(_read_ahead(itertools.chain(written, chunks)), media_type=JSON)
+    body = b"".join(written)
+    if key is not None:
+        cache.put(key, body, calls)
     return Response(body, media_type=JSON)
 
 
@@ -113,8 +141,7 @@ def trace_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    key = _cache_key("trace", req)
-    return _answer(request, key, compute, store.version())
+    return _answer(request, _cache_key("trace", req, store.version()), compute)
 
 
 @router.post("/calls/usage", response_model=CallsUsageRes)
@@ -140,8 +167,7 @@ def calls_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    key = _cache_key("calls", req)
-    return _answer(request, key, compute, store.version())
+    return _answer(request, _cache_key("calls", req, store.version()), compute)
 
 
 def _load_traces(
