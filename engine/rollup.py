@@ -183,18 +183,19 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     packed >>= bits
     new = np.ones(total, dtype=bool)
     np.not_equal(packed[1:], packed[:-1], out=new[1:])
-    owner = pos[np.maximum.accumulate(np.where(new, np.arange(total), 0))]
+    runs = np.flatnonzero(new)
+    owner = np.repeat(pos[runs], np.diff(runs, append=total))  # each run's first entry
     if ((owner != pos) & (pos < n)).any():  # two ids share a hash: maybe the same id
         return _exact(ids, queries)
     owner[owner >= n] = -1
     found = np.empty(total, dtype=np.int64)
     found[pos] = owner
     found[values.is_null().to_numpy()] = -1
+    asked = found[n:]
     check = hashed.get_column("check").to_numpy()
-    matched = np.flatnonzero(found >= 0)
-    if (check[found[matched]] != check[matched]).any():
+    if ((check[n:] != check[np.maximum(asked, 0)]) & (asked >= 0)).any():
         return _exact(ids, queries)
-    return np.split(found[n:], np.cumsum([len(q) for q in queries[:-1]]))
+    return np.split(asked, np.cumsum([len(q) for q in queries[:-1]]))
 
 
 def _exact(ids: pl.Series, queries: tuple[pl.Series, ...]) -> list[np.ndarray]:
@@ -304,9 +305,10 @@ def _preorder(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     before = np.cumsum(sizes) - sizes  # sizes of all earlier rows in this order
     new = np.ones(n, dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    first = np.flatnonzero(new)[np.cumsum(new) - 1]
+    # ``before`` never decreases, so the running maximum of its value at each first
+    # sibling is the value at the first sibling of each row's own parent
     start = np.zeros(n + 1)
-    start[order] = before - before[first] + (ordered != n)
+    start[order] = before - np.maximum.accumulate(np.where(new, before, 0)) + (ordered != n)
     for anc in tables:
         start += start[anc]
     return start[:n].astype(np.int64), size[:n].astype(np.int64)

@@ -17,6 +17,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -311,10 +312,12 @@ class CallStore:
         migrate(self._writer)
         self._version = 0
         self._price_cache: dict[str, tuple[int, pl.DataFrame]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
 
     # --- lifecycle and metadata ----------------------------------------------------------
     def close(self) -> None:
         """Checkpoint and close the database file."""
+        self._pool.shutdown()
         with self._lock, self._spawn:
             self._writer.close()
             self._root.close()
@@ -490,17 +493,13 @@ class CallStore:
             where.append("id IN (SELECT unnest($c))")
             params["c"] = list(call_ids)
         cond = " AND ".join(where)
-        cur = self._cursor()
-        try:
-            select = ", ".join(schema)
-            calls = cur.sql(f"SELECT {select} FROM calls WHERE {cond}", params=params)
-            calls_tbl = calls.to_arrow_table()
-            usage_sql = f"SELECT {_USAGE_COLS} FROM usage WHERE project_id = $p"
-            if len(where) > 1:
-                usage_sql += f" AND id IN (SELECT id FROM calls WHERE {cond})"
-            usage_tbl = cur.sql(usage_sql, params=params).to_arrow_table()
-        finally:
-            cur.close()
+        usage_sql = f"SELECT {_USAGE_COLS} FROM usage WHERE project_id = $p"
+        if len(where) > 1:
+            usage_sql += f" AND id IN (SELECT id FROM calls WHERE {cond})"
+        # a trace's rows fit one DuckDB row group, which one thread scans: run both at once
+        usage_job = self._pool.submit(self._arrow, usage_sql, params)
+        calls_tbl = self._arrow(f"SELECT {', '.join(schema)} FROM calls WHERE {cond}", params)
+        usage_tbl = usage_job.result()
         return _frame(calls_tbl, schema), _frame(usage_tbl, s.USAGE_SCHEMA)
 
     # --- prices --------------------------------------------------------------------------
