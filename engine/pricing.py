@@ -88,7 +88,7 @@ def choose_prices(
         # equal rank keys: the reference keeps the first row it stored
         .unique([s.PRICING_LEVEL, s.LLM_ID, s.EFFECTIVE_DATE], keep="first", maintain_order=True)
     )
-    eligible = eligible.collect().lazy()  # small; read by four branches below
+    eligible = eligible.collect(engine=s.ENGINE).lazy()  # small; read by four branches below
     ordered = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index("__row").sort(s.STARTED_AT)
     picks = []
     for level in (s.PROJECT_LEVEL, s.DEFAULT_LEVEL):
@@ -132,4 +132,4 @@ def choose_prices(
         .sort("__row")
         .drop("__row")
     )
-    return chosen.collect()
+    return chosen.collect(engine=s.ENGINE)

@@ -25,6 +25,7 @@ loop costs a round per level, which a 100,000-deep chain cannot afford):
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from engine import schema as s
 from engine.errors import InputDataError
 
 _IDX = "__idx"
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup")
 _SEEDS = (1, 2)  # two independent 64-bit hashes
 
 
@@ -113,7 +115,8 @@ def rollup_rows(
     metrics = [c for c in rows.columns if c != s.ID and c not in group_keys]
     n = calls.height
     tree = tree or index_tree(calls, rows.get_column(s.ID))
-    parent, row_call = tree.parent, tree.row_call
+    row_call = tree.row_call
+    preorder = _POOL.submit(_preorder, tree.parent)  # meanwhile, group the rows
     keep = row_call >= 0
     if not keep.all():
         rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
@@ -121,7 +124,7 @@ def rollup_rows(
     if n == 0 or rows.height == 0:
         return _empty(groups, metrics)
 
-    start, size = _preorder(parent)
+    start, size = preorder.result()
     width = groups.height
     key = row_group * n + start[row_call]
     order = _argsort(key, int(width * n).bit_length())
@@ -129,27 +132,33 @@ def rollup_rows(
     at[start] = np.arange(n)
     ends = np.arange(1, n + 1) + size[at] - 1  # one past each position's subtree
     first_row = np.searchsorted(key[order], np.arange(width + 1) * n)
-    his, los, hits = [], [], []
-    for g in range(width):  # one group at a time keeps the arrays at n entries
+
+    def ranges(g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row ranges of group ``g`` under each call whose subtree has some, and the
+        (call, group) pairs they belong to (one group at a time keeps arrays at n)."""
         positions = key[order[first_row[g] : first_row[g + 1]]] - g * n
         before = np.zeros(n + 1, dtype=np.int64)  # the group's rows before each position
         np.cumsum(np.bincount(positions, minlength=n), out=before[1:])
         hi = before[ends]
         hit = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
-        los.append(before[hit] + first_row[g])
-        his.append(hi[hit] + first_row[g])
-        hits.append(at[hit] * width + g)
+        return before[hit] + first_row[g], hi[hit] + first_row[g], at[hit] * width + g
+
+    # NumPy lets go of the GIL in its loops, so two threads work on two groups at once
+    los, his, hits = zip(*_POOL.map(ranges, range(width)), strict=True)
     lo, hi = np.concatenate(los), np.concatenate(his)
     # answer order is (call, group): the permutation from (group, position) order
     pairs = np.concatenate(hits)
     perm = _argsort(pairs, int(n * width).bit_length())
     pairs = pairs[perm]
 
-    sums = np.zeros(len(key) + 1, dtype=np.int64)
-    totals = {}
-    for name in metrics:
+    hi, lo = hi[perm], lo[perm]
+
+    def total(name: str) -> np.ndarray:
+        sums = np.zeros(len(key) + 1, dtype=np.int64)
         np.cumsum(rows.get_column(name).to_numpy()[order], out=sums[1:])
-        totals[name] = (sums[hi] - sums[lo])[perm]
+        return np.subtract(sums[hi], sums[lo])
+
+    totals = dict(zip(metrics, _POOL.map(total, metrics), strict=True))
     return Rolled(pairs // width, pairs % width, groups, totals)
 
 
@@ -190,7 +199,11 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     owner[owner >= n] = -1
     found = np.empty(total, dtype=np.int64)
     found[pos] = owner
-    found[values.is_null().to_numpy()] = -1
+    offset = 0
+    for x in series:
+        if x.null_count():
+            found[offset + x.is_null().arg_true().to_numpy()] = -1
+        offset += len(x)
     asked = found[n:]
     check = hashed.get_column("check").to_numpy()
     if ((check[n:] != check[np.maximum(asked, 0)]) & (asked >= 0)).any():
