@@ -25,6 +25,7 @@ loop costs a round per level, which a 100,000-deep chain cannot afford):
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,7 +36,18 @@ from engine import schema as s
 from engine.errors import InputDataError
 
 _IDX = "__idx"
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup")
+
+
+def _new_pool() -> None:
+    """Two threads for the rollup's independent NumPy work (NumPy lets go of the GIL in
+    its loops); made anew in a forked child, which inherits no threads."""
+    global _POOL
+    _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup")
+
+
+_POOL: ThreadPoolExecutor
+_new_pool()
+os.register_at_fork(after_in_child=_new_pool)
 _SEEDS = (1, 2)  # two independent 64-bit hashes
 
 
@@ -143,7 +155,6 @@ def rollup_rows(
         hit = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
         return before[hit] + first_row[g], hi[hit] + first_row[g], at[hit] * width + g
 
-    # NumPy lets go of the GIL in its loops, so two threads work on two groups at once
     los, his, hits = zip(*_POOL.map(ranges, range(width)), strict=True)
     lo, hi = np.concatenate(los), np.concatenate(his)
     # answer order is (call, group): the permutation from (group, position) order
