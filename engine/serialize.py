@@ -24,7 +24,7 @@ import pyarrow as pa
 from engine import schema as s
 
 _HEAD = b'{"call_usage":{'
-_BATCH_ROWS = 32_768  # ~10 MB of text: small enough to overlap writing with sending
+_BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with sending
 
 
 def _needs_escape(values: pl.Series) -> bool:

@@ -16,7 +16,7 @@ from engine.trace_usage import trace_usage
 
 @pytest.fixture(scope="module")
 def served() -> Any:
-    trace = generate("agent", 40_000)  # about 20 MB of answer: two serializer batches
+    trace = generate("agent", 40_000)  # about 20 MB of answer: several serializer batches
     with Service([trace], cache_size=128) as service:
         yield trace, service
 
