@@ -26,8 +26,10 @@ loop costs a round per level, which a 100,000-deep chain cannot afford):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -36,6 +38,8 @@ from engine import schema as s
 from engine.errors import InputDataError
 
 _IDX = "__idx"
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def _new_pool() -> None:
@@ -48,6 +52,14 @@ def _new_pool() -> None:
 _POOL: ThreadPoolExecutor
 _new_pool()
 os.register_at_fork(after_in_child=_new_pool)
+_THREADED_FROM = 20_000  # calls; below this, handing work to threads costs more than it saves
+
+
+def _map(fn: Callable[[T], U], items: Iterable[T], threaded: bool) -> list[U]:
+    """``[fn(x) for x in items]``, on the rollup's two threads when ``threaded``."""
+    return list(_POOL.map(fn, items)) if threaded else [fn(x) for x in items]
+
+
 _SEEDS = (1, 2)  # two independent 64-bit hashes
 
 
@@ -128,7 +140,8 @@ def rollup_rows(
     n = calls.height
     tree = tree or index_tree(calls, rows.get_column(s.ID))
     row_call = tree.row_call
-    preorder = _POOL.submit(_preorder, tree.parent)  # meanwhile, group the rows
+    threaded = n >= _THREADED_FROM
+    preorder = _POOL.submit(_preorder, tree.parent) if threaded else None  # meanwhile, group
     keep = row_call >= 0
     if not keep.all():
         rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
@@ -136,7 +149,7 @@ def rollup_rows(
     if n == 0 or rows.height == 0:
         return _empty(groups, metrics)
 
-    start, size = preorder.result()
+    start, size = preorder.result() if preorder else _preorder(tree.parent)
     width = groups.height
     key = row_group * n + start[row_call]
     order = _argsort(key, int(width * n).bit_length())
@@ -155,7 +168,7 @@ def rollup_rows(
         hit = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
         return before[hit] + first_row[g], hi[hit] + first_row[g], at[hit] * width + g
 
-    los, his, hits = zip(*_POOL.map(ranges, range(width)), strict=True)
+    los, his, hits = zip(*_map(ranges, range(width), threaded), strict=True)
     lo, hi = np.concatenate(los), np.concatenate(his)
     # answer order is (call, group): the permutation from (group, position) order
     pairs = np.concatenate(hits)
@@ -169,7 +182,7 @@ def rollup_rows(
         np.cumsum(rows.get_column(name).to_numpy()[order], out=sums[1:])
         return np.subtract(sums[hi], sums[lo])
 
-    totals = dict(zip(metrics, _POOL.map(total, metrics), strict=True))
+    totals = dict(zip(metrics, _map(total, metrics, threaded), strict=True))
     return Rolled(pairs // width, pairs % width, groups, totals)
 
 
