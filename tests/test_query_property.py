@@ -37,7 +37,9 @@ scalars = st.one_of(
     st.sampled_from(STRINGS),
     st.text(alphabet="ab5.- éA", max_size=4),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    # within +-2^63: an integer cast of a float beyond it is null here, Python's unbounded
+    # int in the reference (docs/query-language.md, known differences)
+    st.floats(min_value=-9.2e18, max_value=9.2e18, width=64),
     st.booleans(),
     st.none(),
 )
