@@ -27,12 +27,15 @@ _HEAD = b'{"call_usage":{'
 _BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with sending
 
 
+def _large_text(values: pl.Series) -> pa.LargeStringArray:
+    """``values`` as one Arrow ``large_string`` array: one data buffer, 64-bit offsets."""
+    text = values.to_arrow().cast(pa.large_string())
+    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+
+
 def _needs_escape(values: pl.Series) -> bool:
     """Whether any value holds a character a JSON string literal cannot hold as it is."""
-    text = values.to_arrow().cast(pa.large_string())
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    data = text.buffers()[2]
+    data = _large_text(values).buffers()[2]
     if data is None:
         return False
     raw = np.frombuffer(data, dtype=np.uint8)
@@ -101,12 +104,10 @@ def _gaps(ids: pl.Series, empty: np.ndarray, slot: np.ndarray, slots: int) -> pl
     with no usage, increasing) whose ``slot`` it is, in call order.
 
     The items of a slot are adjacent in the text of all items, so each slot's text is a
-    range of that text: new offsets over the same data buffer, nothing copied.
+    range of that text: new offsets over the same data buffer, with no join or group-by.
     """
     items = pl.select(pl.concat_str(pl.lit('"'), pl.lit(ids.gather(empty)), pl.lit('":{},')))
-    text = items.to_series().to_arrow().cast(pa.large_string())
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
+    text = _large_text(items.to_series())
     item_end = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
     first_item = np.zeros(slots + 1, dtype=np.int64)
     np.cumsum(np.bincount(slot, minlength=slots), out=first_item[1:])
@@ -139,9 +140,7 @@ def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
             for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
                 yield memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]]
             return
-    large = pieces.to_arrow().cast(pa.large_string())
-    if isinstance(large, pa.ChunkedArray):
-        large = large.combine_chunks()
+    large = _large_text(pieces)
     offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset :]
     data = large.buffers()[2]
     if data is not None:
@@ -159,7 +158,6 @@ def json_chunks(
     Work happens as the pieces are asked for, a batch of usage rows at a time, and only one
     batch's text is held at once.
     """
-    batch_rows = _BATCH_ROWS
     if call_index is None:
         usage, call_index = _positions(call_ids, usage)
     ids = _json_inner(call_ids)
@@ -190,11 +188,11 @@ def json_chunks(
         last = np.append(first[1:], True)
         model = _json_inner(usage.get_column(s.MODEL))
         metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
-        for lo in range(0, m, batch_rows):
-            rows = usage.slice(lo, batch_rows)
-            parts = [pl.lit(prefix.slice(lo, batch_rows))]
-            parts += _entry(rows, metrics, model.slice(lo, batch_rows))
-            parts.append(_choose(last[lo : lo + batch_rows], "}", ""))
+        for lo in range(0, m, _BATCH_ROWS):
+            rows = usage.slice(lo, _BATCH_ROWS)
+            parts = [pl.lit(prefix.slice(lo, _BATCH_ROWS))]
+            parts += _entry(rows, metrics, model.slice(lo, _BATCH_ROWS))
+            parts.append(_choose(last[lo : lo + _BATCH_ROWS], "}", ""))
             yield from _buffers(rows.select(_concat(parts)).to_series())
     yield rest.encode() + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
 

@@ -241,13 +241,12 @@ def test_big_answers_are_streamed_whole_and_not_cached(
     tmp_path: Path, sample: tuple[list, list], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from engine import serialize
-    from service.routes import usage as usage_route
 
-    monkeypatch.setattr(usage_route, "_STREAM_FROM_BYTES", 100)
     monkeypatch.setattr(serialize, "_BATCH_ROWS", 3)
     calls, prices = sample
     store = FakeStore(calls, prices)
     c, auth = make_client(tmp_path, store)
+    c.app.state.usage_cache.max_bytes = 100  # bodies the cache cannot keep are streamed
     req = {"project_id": PROJECT, "include_costs": True}
     res = post(c, auth, "/trace/usage", req)
     assert res.status_code == 200

@@ -33,15 +33,15 @@ if TYPE_CHECKING:
     from service.store import CallStore
 
 JSON = "application/json"
-_STREAM_FROM_BYTES = 4 * 1024 * 1024  # bodies bigger than this are streamed
 router = APIRouter(tags=["usage"])
 
 
 class AnswerCache:
     """A thread-safe LRU of response bodies; ``size`` 0 disables it.
 
-    Bodies over ``max_bytes`` are not kept: the cache is for polls of single traces, and
-    ``size`` whole-project answers would hold a lot of memory.
+    Bodies over ``max_bytes`` are not kept (the route streams them instead): the cache is
+    for polls of single traces, and ``size`` whole-project answers would hold a lot of
+    memory.
 
     Examples
     --------
@@ -92,7 +92,7 @@ async def _read_ahead(chunks: Iterator[bytes | memoryview]) -> AsyncIterator[byt
 
 
 def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResult]) -> Response:
-    """The answer's body: from the cache, whole when it is small, else streamed.
+    """The answer's body: from the cache, whole when the cache could keep it, else streamed.
 
     A big answer (tens of MB for a 100,000-call trace) is sent as it is written, so the
     client reads one part while the next is being written.
@@ -109,7 +109,7 @@ def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResu
     for chunk in chunks:
         written.append(chunk)
         size += len(chunk)
-        if size > _STREAM_FROM_BYTES:
+        if size > cache.max_bytes:
             return StreamingResponse(_read_ahead(itertools.chain(written, chunks)), media_type=JSON)
     body = b"".join(written)
     if key is not None:
