@@ -6,10 +6,18 @@ then project before default, then the latest ``effective_date``; the first of eq
 wins. That ranking is four lookups, done here as two as-of joins and two latest-row joins:
 the latest past project row, else the latest past default row, else (every row is in the
 future) the latest project row, else the latest default row.
+
+Requests price a few hundred rows against thousands of price rows, so the ranking is done
+once per (price table, project) instead: the choice for a model only changes at one of its
+effective dates, so a *timeline* of the choice from each such date on (and from the
+beginning of time) answers every row with one as-of join (:func:`lookup_prices`).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import polars as pl
@@ -133,3 +141,105 @@ def choose_prices(
         .drop("__row")
     )
     return chosen.collect(engine=s.ENGINE)
+
+
+_FROM = "__from"
+_ROW = "__row"
+_TIMELINES_KEPT = 32
+
+
+def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.DataFrame:
+    """The price row :func:`choose_prices` picks for each model from each of its effective
+    dates on (``__from``), sorted by ``__from`` then model, with ``seq`` and the prices.
+
+    Each model also gets an entry just before the table's first date ("dawn"), which holds
+    its pick while every row is in the future; :func:`lookup_prices` reads earlier starts
+    as dawn.
+    """
+    table = prices.lazy()
+    steps = table.select(
+        pl.col(s.LLM_ID).alias(s.MODEL), pl.col(s.EFFECTIVE_DATE).to_physical().alias(_FROM)
+    ).collect(engine=s.ENGINE)
+    first = steps.get_column(_FROM).min()
+    dawn = steps.select(s.MODEL, pl.lit(max(first - 1, -(2**63)) if first is not None else 0))
+    steps = pl.concat([dawn.rename({"literal": _FROM}), steps]).unique(maintain_order=True)
+    keys = steps.select(s.MODEL, pl.col(_FROM).cast(s.TIMESTAMP).alias(s.STARTED_AT))
+    chosen = choose_prices(keys, table, project_id)
+    return (
+        keys.rename({s.STARTED_AT: _FROM})
+        .hstack(chosen)
+        .filter(pl.col(s.PRICE_SEQ).is_not_null())
+        .sort(_FROM, s.MODEL)
+    )
+
+
+class _Timelines:
+    """Timelines of the last few (price table, project) pairs: a server prices every
+    request of a project against the same table object until its prices change. Tables are
+    told apart by identity (Polars frames are values: the engine never changes one in
+    place) and a weak reference makes sure a recycled id is not taken for the old table."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[tuple[int, str], tuple[weakref.ref, pl.DataFrame]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.DataFrame:
+        if not isinstance(prices, pl.DataFrame):
+            return price_timeline(prices, project_id)
+        key = (id(prices), project_id)
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0]() is prices:
+                self._kept.move_to_end(key)
+                return kept[1]
+        timeline = price_timeline(prices, project_id)
+        with self._lock:
+            self._kept[key] = (weakref.ref(prices), timeline)
+            while len(self._kept) > _TIMELINES_KEPT:
+                self._kept.popitem(last=False)
+        return timeline
+
+
+_TIMELINES = _Timelines()
+
+
+def lookup_prices(
+    keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
+) -> pl.DataFrame:
+    """:func:`choose_prices`, read off the (kept) timeline of ``prices`` for ``project_id``.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    >>> prices = pl.DataFrame({
+    ...     "llm_id": ["m", "m"], "pricing_level": ["default", "default"],
+    ...     "pricing_level_id": ["default", "default"], "seq": [0, 1],
+    ...     "effective_date": [t, t + dt.timedelta(days=1)],
+    ... }).with_columns(pl.lit(1e-6).alias(name) for name in s.PRICES)
+    >>> keys = pl.DataFrame({"model": ["m", "m", "x"], "started_at": [t, t.replace(year=2030), t]})
+    >>> lookup_prices(keys, prices, "e/p").get_column("seq").to_list()
+    [0, 1, None]
+    """
+    timeline = _TIMELINES.get(prices, project_id)
+    start = pl.col(s.STARTED_AT)
+    if timeline.height:  # a start before dawn has dawn's pick
+        dawn = timeline.get_column(_FROM).to_physical()[0]
+        start = pl.max_horizontal(start.to_physical(), dawn).cast(s.TIMESTAMP).alias(s.STARTED_AT)
+    return (
+        keys.lazy()
+        .select(s.MODEL, start)
+        .with_row_index(_ROW)
+        .sort(s.STARTED_AT)
+        .join_asof(
+            timeline.lazy(),
+            left_on=s.STARTED_AT,
+            right_on=_FROM,
+            by=s.MODEL,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .sort(_ROW)
+        .select(s.PRICE_SEQ, *s.PRICES)
+        .collect(engine=s.ENGINE)
+    )

@@ -26,7 +26,7 @@ from engine.models import (
     SummaryUsageMode,
     TraceUsageReq,
 )
-from engine.pricing import choose_prices, load_price_csv
+from engine.pricing import load_price_csv, lookup_prices
 from engine.rollup import Rolled, index_tree, rollup_rows
 from engine.selection import select_calls
 from engine.serialize import json_chunks, to_dict, to_json
@@ -186,7 +186,7 @@ def _compute(
         table = _default_table() if prices is None else prices
         started = selected.get_column(s.STARTED_AT).gather(np.maximum(tree.row_call, 0))
         keys = pl.DataFrame([rows.get_column(s.MODEL), started])
-        rows = rows.hstack(choose_prices(keys, table, project_id))
+        rows = rows.hstack(lookup_prices(keys, table, project_id))
         group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
     summed = rollup_rows(tree_calls, rows, group_keys, tree)
     unfinished = selected.filter(pl.col(s.ENDED_AT).is_null()).get_column(s.ID).sort().to_list()
