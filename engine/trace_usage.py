@@ -213,7 +213,8 @@ def _price(summed: Rolled, ids: pl.Series, include_costs: bool) -> tuple[pl.Data
     if not include_costs:
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
         return frame.drop("__call"), summed.call
-    price = {p: groups.get_column(p).fill_null(0.0).to_numpy()[group] for p in s.PRICES}
+    table = groups.select(pl.col(s.PRICES).fill_null(0.0)).to_numpy()[group]  # (rows, 4)
+    price = {p: table[:, i] for i, p in enumerate(s.PRICES)}
     billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
     frame = frame.with_columns(
         pl.Series(s.PROMPT_COST, billed_prompt * price[s.PROMPT_PRICE]),
@@ -221,7 +222,8 @@ def _price(summed: Rolled, ids: pl.Series, include_costs: bool) -> tuple[pl.Data
         pl.Series(s.CACHE_READ_COST, tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE]),
         pl.Series(s.CACHE_CREATION_COST, tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE]),
     )
-    if groups.get_column(s.MODEL).is_unique().all():  # one price row per model: done
+    models = groups.get_column(s.MODEL).to_list()  # a handful: plain Python is quickest
+    if len(set(models)) == len(models):  # one price row per model: done
         return frame.drop("__call"), summed.call
     merged = frame.group_by("__call", s.MODEL, maintain_order=True).agg(
         pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
