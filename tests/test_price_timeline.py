@@ -94,3 +94,24 @@ def test_a_recycled_table_id_is_not_mistaken_for_the_old_table() -> None:
     got = _TIMELINES.get(other, PROJECT)
     assert got is not old
     assert got.equals(price_timeline(other, PROJECT))
+
+
+@pytest.mark.parametrize("days", [0, 1, -1])
+def test_dates_near_the_epoch_and_empty_tables(days: int) -> None:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=days)
+    row = {
+        s.LLM_ID: "m",
+        s.PRICING_LEVEL: "default",
+        s.PRICING_LEVEL_ID: "default",
+        s.PROVIDER_ID: "p",
+        s.EFFECTIVE_DATE: epoch,
+        **{name: 1e-6 for name in s.PRICES},
+    }
+    frame = pl.DataFrame([row], schema_overrides={s.EFFECTIVE_DATE: s.TIMESTAMP})
+    keys = pl.DataFrame(
+        {s.MODEL: ["m", "m", "x"], s.STARTED_AT: [epoch - dt.timedelta(seconds=1), epoch, epoch]},
+        schema={s.MODEL: pl.String, s.STARTED_AT: s.TIMESTAMP},
+    )
+    for table in (price_table(frame, default=frame.clear()), price_table(default=frame.clear())):
+        got = lookup_prices(keys, table, PROJECT)
+        assert got.equals(choose_prices(keys, table, PROJECT))
