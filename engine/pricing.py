@@ -9,8 +9,8 @@ future) the latest project row, else the latest default row.
 
 Requests price a few hundred rows against thousands of price rows, so the ranking is done
 once per (price table, project) instead: the choice for a model only changes at one of its
-effective dates, so a *timeline* of the choice from each such date on (and from the
-beginning of time) answers every row with one as-of join (:func:`lookup_prices`).
+effective dates, so a *timeline* of the choice from each such date on (and from before the
+first one) answers every row with one as-of join (:func:`lookup_prices`).
 """
 
 from __future__ import annotations
@@ -177,14 +177,16 @@ def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.D
 class _Timelines:
     """Timelines of the last few (price table, project) pairs: a server prices every
     request of a project against the same table object until its prices change. Tables are
-    told apart by identity (Polars frames are values: the engine never changes one in
-    place) and a weak reference makes sure a recycled id is not taken for the old table."""
+    told apart by identity, as price tables are treated as values (never changed in place),
+    and a weak reference makes sure a recycled id is not taken for the old table."""
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[int, str], tuple[weakref.ref, pl.DataFrame]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.DataFrame:
+        """The timeline of ``prices`` for ``project_id``, built on first use (a lazy
+        table is built every time: its identity says nothing about its rows)."""
         if not isinstance(prices, pl.DataFrame):
             return price_timeline(prices, project_id)
         key = (id(prices), project_id)
