@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import os
 import socket
 import subprocess
@@ -135,6 +136,10 @@ class Service:
             timeout=600.0,
         )
 
+    def plain_client(self) -> PlainClient:
+        """A keep-alive client on the standard library's ``http.client``."""
+        return PlainClient(self)
+
     def peak_rss(self) -> int:
         """The server's peak resident set size so far, in bytes (Linux ``VmHWM``)."""
         status = Path(f"/proc/{self.pid}/status")
@@ -147,6 +152,46 @@ class Service:
     def rss(self) -> int:
         """The server's current resident set size, in bytes."""
         return int(psutil.Process(self.pid).memory_info().rss)
+
+
+class PlainClient:
+    """POSTs over one keep-alive ``http.client`` connection, reading the body in large
+    blocks: a 47 MB answer costs this client about 40 ms of reading where httpx, which
+    parses it in small pieces, takes about 130 ms, and the client shares the machine's two
+    cores with the server. Use as a context manager."""
+
+    def __init__(self, service: Service) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=600.0)
+        self._headers = {
+            "Authorization": service.auth,
+            "Accept-Encoding": "identity",
+            "Content-Type": "application/json",
+        }
+
+    def post(self, path: str, body: dict[str, Any]) -> bytes:
+        """POST ``body`` and return the response body, read whole; raises on an error.
+
+        A connection the server closed while idle (uvicorn's keep-alive timeout) is opened
+        again once.
+        """
+        payload = orjson.dumps(body)
+        try:
+            self._conn.request("POST", path, body=payload, headers=self._headers)
+            response = self._conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self._conn.close()
+            self._conn.request("POST", path, body=payload, headers=self._headers)
+            response = self._conn.getresponse()
+        content = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {response.status}: {content[:500]!r}")
+        return content
+
+    def __enter__(self) -> PlainClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
 
 
 def post(client: httpx.Client, path: str, body: dict[str, Any]) -> bytes:
