@@ -25,6 +25,7 @@ import polars as pl
 from engine import schema as s
 from engine.errors import InputDataError
 
+_ROW = "__row"  # a key row's position, to restore key order after sorting by time
 DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
 
 
@@ -97,7 +98,7 @@ def choose_prices(
         .unique([s.PRICING_LEVEL, s.LLM_ID, s.EFFECTIVE_DATE], keep="first", maintain_order=True)
     )
     eligible = eligible.collect(engine=s.ENGINE).lazy()  # small; read by four branches below
-    ordered = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index("__row").sort(s.STARTED_AT)
+    ordered = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index(_ROW).sort(s.STARTED_AT)
     picks = []
     for level in (s.PROJECT_LEVEL, s.DEFAULT_LEVEL):
         rows = eligible.filter(pl.col(s.PRICING_LEVEL) == level).select(
@@ -123,7 +124,7 @@ def choose_prices(
         .join(latest_project, on=s.MODEL, how="left", maintain_order="left")
         .join(latest_default, on=s.MODEL, how="left", maintain_order="left")
         .select(
-            "__row",
+            _ROW,
             pl.coalesce(
                 f"past_{s.PROJECT_LEVEL}",
                 f"past_{s.DEFAULT_LEVEL}",
@@ -137,14 +138,13 @@ def choose_prices(
             how="left",
             maintain_order="left",
         )
-        .sort("__row")
-        .drop("__row")
+        .sort(_ROW)
+        .drop(_ROW)
     )
     return chosen.collect(engine=s.ENGINE)
 
 
 _FROM = "__from"
-_ROW = "__row"
 _TIMELINES_KEPT = 32
 
 
