@@ -10,6 +10,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from service.commands import missing_extra
+
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
@@ -53,8 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks; exit code 1 when a target is missed."""
-    from benchmarks.run import RESULTS_DIR, Plan
-    from benchmarks.run import run as run_benchmarks
+    try:
+        from benchmarks.run import RESULTS_DIR, Plan
+        from benchmarks.run import run as run_benchmarks
+    except ModuleNotFoundError as err:
+        return missing_extra("bench", err, "test,bench")
 
     plan = Plan.quick(args.only) if args.quick else Plan(only=args.only)
     if args.sizes:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from engine.errors import TraceUsageError
+from service.commands import missing_extra
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         if args.engine == "spark":
-            from engine.spark import rollup_spark_files
+            try:
+                from engine.spark import rollup_spark_files
+            except ModuleNotFoundError as err:
+                return missing_extra("rollup --engine spark", err, "spark")
 
             rollup_spark_files(
                 args.inputs, args.output, master=args.master, buckets=args.buckets, **common
