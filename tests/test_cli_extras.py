@@ -14,10 +14,16 @@ SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "sample" / "traces.j
 
 
 def _uninstall(monkeypatch: pytest.MonkeyPatch, package: str, *importers: str) -> None:
-    """Make ``import package`` fail, and forget the modules of ours that imported it."""
+    """Make ``import package`` fail, and forget its submodules and the modules of ours that
+    imported it, as if never loaded (another test may have loaded them, and Python finds a
+    loaded submodule without asking for its parent); monkeypatch puts it all back after."""
     monkeypatch.setitem(sys.modules, package, None)
-    for name in importers:
+    loaded = [name for name in sys.modules if name.startswith(f"{package}.")]
+    for name in [*loaded, *importers]:
         monkeypatch.delitem(sys.modules, name, raising=False)
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:  # ``from parent import child`` reads this attribute
+            monkeypatch.delattr(sys.modules[parent], child, raising=False)
 
 
 def test_spark_engine_without_pyspark(
