@@ -1,6 +1,7 @@
 """`make run` installs only the runtime dependencies (`pip install -e .`), not the test
-extras: every third-party module that `engine/` and `service/` import at module level must
-come from a declared runtime dependency or one of its own requirements. (NumPy once came
+extras: every third-party module that `engine/` and `service/` import, at module level or
+inside a function, must come from a declared runtime dependency or one of its own
+requirements. (NumPy once came
 only with the test extras, so a fresh `make run` failed at import.)"""
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ def _closure(requirements: list[str]) -> set[str]:
     return seen
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    """Top-level package names imported when the module is loaded (not inside functions
-    and not under ``if TYPE_CHECKING``)."""
+def _imports(path: Path) -> set[str]:
+    """Top-level package names of every import statement in the module."""
     names: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -52,7 +52,7 @@ def _top_level_imports(path: Path) -> set[str]:
     return names - LOCAL - set(sys.stdlib_module_names) - {"__future__"}
 
 
-def test_every_module_level_import_comes_with_the_runtime_install():
+def test_every_import_comes_with_the_runtime_install():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _closure(project["dependencies"])
     providers = metadata.packages_distributions()
@@ -62,7 +62,7 @@ def test_every_module_level_import_comes_with_the_runtime_install():
         allowed = runtime
         if relative in OPTIONAL:
             allowed = runtime | _closure(project["optional-dependencies"][OPTIONAL[relative]])
-        for module in _top_level_imports(path):
+        for module in _imports(path):
             dists = {_normal(d) for d in providers.get(module, [module])}
             if not dists & allowed:
                 missing.append(f"{relative}: {module}")
