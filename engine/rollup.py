@@ -25,41 +25,17 @@ loop costs a round per level, which a 100,000-deep chain cannot afford):
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import polars as pl
 
 from engine import schema as s
+from engine import workers
 from engine.errors import InputDataError
 
 _IDX = "__idx"
-T = TypeVar("T")
-U = TypeVar("U")
-
-
-def _new_pool() -> None:
-    """Two threads for the rollup's independent NumPy work (NumPy lets go of the GIL in
-    its loops); made anew in a forked child, which inherits no threads."""
-    global _POOL
-    _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup")
-
-
-_POOL: ThreadPoolExecutor
-_new_pool()
-os.register_at_fork(after_in_child=_new_pool)
 _THREADED_FROM = 20_000  # calls; below this, handing work to threads costs more than it saves
-
-
-def _map(fn: Callable[[T], U], items: Iterable[T], threaded: bool) -> list[U]:
-    """``[fn(x) for x in items]``, on the rollup's two threads when ``threaded``."""
-    return list(_POOL.map(fn, items)) if threaded else [fn(x) for x in items]
-
-
 _SEEDS = (1, 2)  # two independent 64-bit hashes
 
 
@@ -141,7 +117,7 @@ def rollup_rows(
     tree = tree or index_tree(calls, rows.get_column(s.ID))
     row_call = tree.row_call
     threaded = n >= _THREADED_FROM
-    preorder = _POOL.submit(_preorder, tree.parent) if threaded else None  # meanwhile, group
+    preorder = workers.submit(_preorder, tree.parent) if threaded else None  # meanwhile, group
     keep = row_call >= 0
     if not keep.all():
         rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
@@ -168,7 +144,7 @@ def rollup_rows(
         hit = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
         return before[hit] + first_row[g], hi[hit] + first_row[g], at[hit] * width + g
 
-    los, his, hits = zip(*_map(ranges, range(width), threaded), strict=True)
+    los, his, hits = zip(*workers.map_all(ranges, range(width), threaded), strict=True)
     lo, hi = np.concatenate(los), np.concatenate(his)
     # answer order is (call, group): the permutation from (group, position) order
     pairs = np.concatenate(hits)
@@ -182,7 +158,7 @@ def rollup_rows(
         np.cumsum(rows.get_column(name).to_numpy()[order], out=sums[1:])
         return np.subtract(sums[hi], sums[lo])
 
-    totals = dict(zip(metrics, _map(total, metrics, threaded), strict=True))
+    totals = dict(zip(metrics, workers.map_all(total, metrics, threaded), strict=True))
     return Rolled(pairs // width, pairs % width, groups, totals)
 
 

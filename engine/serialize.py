@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine import schema as s
+from engine import workers
 
 _HEAD = b'{"call_usage":{'
 _BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with sending
@@ -162,8 +163,9 @@ def json_chunks(
 ) -> Iterator[bytes | memoryview]:
     """The response body in pieces whose concatenation is :func:`to_json`.
 
-    Work happens as the pieces are asked for, a batch of usage rows at a time, and only one
-    batch's text is held at once.
+    Work happens as the pieces are asked for, a batch of usage rows at a time; while one
+    batch is being handed out the next is written on a worker thread, so at most two
+    batches' text is held at once.
     """
     if call_index is None:
         usage, call_index = _positions(call_ids, usage)
@@ -195,12 +197,19 @@ def json_chunks(
         last = np.append(first[1:], True)
         model = _json_inner(usage.get_column(s.MODEL))
         metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
-        for lo in range(0, m, _BATCH_ROWS):
+
+        def batch(lo: int) -> pl.Series:
             rows = usage.slice(lo, _BATCH_ROWS)
             parts = [pl.lit(prefix.slice(lo, _BATCH_ROWS))]
             parts += _entry(rows, metrics, model.slice(lo, _BATCH_ROWS))
             parts.append(_choose(last[lo : lo + _BATCH_ROWS], "}", ""))
-            yield from _buffers(rows.select(_concat(parts)).to_series())
+            return rows.select(_concat(parts)).to_series()
+
+        starts_at = range(0, m, _BATCH_ROWS)
+        # several batches: the next one is written on a worker thread meanwhile
+        texts = map(batch, starts_at) if m <= _BATCH_ROWS else workers.map_ahead(batch, starts_at)
+        for text in texts:
+            yield from _buffers(text)
     yield rest.encode() + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
 
 
