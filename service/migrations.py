@@ -96,7 +96,16 @@ CREATE TABLE files (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# usage rows carry their call's trace id, so that a trace's usage is read by the same
+# filter as its calls (row groups skipped by their trace id ranges) instead of a semi-join
+# that scans every usage row of the project
+_V2 = """
+ALTER TABLE usage ADD COLUMN trace_id VARCHAR;
+UPDATE usage SET trace_id = c.trace_id FROM calls c
+WHERE usage.project_id = c.project_id AND usage.id = c.id;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 LATEST = len(MIGRATIONS)
 
 

@@ -7,7 +7,10 @@ they run beside a write and see the last committed state. Calls are upserted by
 ``(project_id, id)`` from *parts* (:data:`PART_SCHEMA`): a start part carries the start
 columns, an end part the end columns, a complete part replaces the whole row. Usage is
 extracted from an end's summary at write time into the ``usage`` table, so queries never
-parse summary JSON for usage. One process at a time can open the file (DuckDB's lock).
+parse summary JSON for usage; each usage row also carries its call's trace id (kept right
+when a start arrives after its end), so a trace's usage is read by the same filter as its
+calls, skipping other traces' row groups, however big the store. One process at a time can
+open the file (DuckDB's lock).
 """
 
 from __future__ import annotations
@@ -196,6 +199,12 @@ def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 _KIND = "_kind"
+_WRITTEN_SCHEMA = {
+    s.PROJECT_ID: pl.String,
+    s.ID: pl.String,
+    s.TRACE_ID: pl.String,
+    "ended": pl.Boolean,
+}
 _SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
 
 
@@ -218,8 +227,13 @@ def _upsert_sql(kind: str) -> list[str]:
     return [
         f"MERGE INTO calls USING {parts} ON calls.project_id = p.project_id AND calls.id = p.id "
         f"WHEN MATCHED THEN UPDATE SET {sets} "
-        f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values})"
+        f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values}) "
+        f"RETURNING {_WRITTEN}"
     ]
+
+
+# what a MERGE returns of each row it wrote: the trace id its usage rows must carry
+_WRITTEN = "calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL AS ended"
 
 
 _UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}
@@ -389,14 +403,27 @@ class CallStore:
         staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
         staged_usage = usage.to_arrow()
 
+        replaced = staged.filter(pl.col(_KIND) == "complete").select(s.PROJECT_ID, s.ID, s.TRACE_ID)
+
         def work(con: duckdb.DuckDBPyConnection) -> None:
             con.register("staged_parts", staged_parts)
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
+            written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
             try:
                 for kind in kinds:
                     for sql in _UPSERTS[kind]:
-                        con.execute(sql)
+                        result = con.execute(sql)
+                    if kind != "complete":
+                        written[kind] = result.fetchall()
+                # each ended call's trace id as now stored: its usage rows carry it
+                stored = pl.DataFrame(
+                    [row for rows in written.values() for row in rows],
+                    schema=_WRITTEN_SCHEMA,
+                    orient="row",
+                )
+                traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
+                con.register("staged_traces", traces.to_arrow())
                 if ended.height:
                     con.execute(
                         "DELETE FROM usage USING staged_keys k "
@@ -404,11 +431,21 @@ class CallStore:
                     )
                 if usage.height:
                     con.execute(
-                        f"INSERT INTO usage (project_id, {_USAGE_COLS}) "
-                        f"SELECT project_id, {_USAGE_COLS} FROM staged_usage"
+                        f"INSERT INTO usage (project_id, trace_id, {_USAGE_COLS}) "
+                        f"SELECT u.project_id, t.trace_id, {_qualified('u', _USAGE_COLS)} "
+                        "FROM staged_usage u LEFT JOIN staged_traces t "
+                        "ON t.project_id = u.project_id AND t.id = u.id"
+                    )
+                if any(ended for *_, ended in written.get("start", [])):
+                    # a start after its end: the stored usage rows learn the trace id (the
+                    # only case that scans the usage table for it)
+                    con.execute(
+                        "UPDATE usage SET trace_id = t.trace_id FROM staged_traces t "
+                        "WHERE usage.project_id = t.project_id AND usage.id = t.id "
+                        "AND usage.trace_id IS DISTINCT FROM t.trace_id"
                     )
             finally:
-                for name in ("staged_parts", "staged_keys", "staged_usage"):
+                for name in ("staged_parts", "staged_keys", "staged_usage", "staged_traces"):
                     con.unregister(name)
 
         if merged.height:
@@ -493,11 +530,11 @@ class CallStore:
             where.append("id IN (SELECT unnest($c))")
             params["c"] = list(call_ids)
         cond = " AND ".join(where)
-        usage_sql = f"SELECT {_USAGE_COLS} FROM usage WHERE project_id = $p"
-        if len(where) > 1:
-            usage_sql += f" AND id IN (SELECT id FROM calls WHERE {cond})"
-        # a trace's rows fit one DuckDB row group, which one thread scans: run both at once
-        usage_job = self._pool.submit(self._arrow, usage_sql, params)
+        # usage rows carry their call's project, trace and call ids: the same filter
+        # selects them, and the two queries run at once
+        usage_job = self._pool.submit(
+            self._arrow, f"SELECT {_USAGE_COLS} FROM usage WHERE {cond}", params
+        )
         calls_tbl = self._arrow(f"SELECT {', '.join(schema)} FROM calls WHERE {cond}", params)
         usage_tbl = usage_job.result()
         return _frame(calls_tbl, schema), _frame(usage_tbl, s.USAGE_SCHEMA)
@@ -601,6 +638,11 @@ class CallStore:
             "SELECT content FROM files WHERE project_id = ? AND digest = ?", [project_id, digest]
         )
         return bytes(rows[0][0]) if rows else None
+
+
+def _qualified(alias: str, columns: str) -> str:
+    """``"a, b"`` as ``"u.a, u.b"``."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:

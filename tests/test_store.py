@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine import schema as s
-from service.migrations import LATEST
+from service.migrations import LATEST, MIGRATIONS
 from service.store import DB_FILE, CallStore, call_part, merge_parts, parts_frame
 
 P = "e/p"
@@ -75,13 +75,25 @@ def store(tmp_path: Path):
     st.close()
 
 
+def assert_usage_follows_calls(store: CallStore) -> None:
+    """Every usage row carries the trace id its call has (what trace filters rely on)."""
+    stale = store._fetch(
+        "SELECT u.id, u.trace_id, c.trace_id FROM usage u LEFT JOIN calls c "
+        "ON c.project_id = u.project_id AND c.id = u.id "
+        "WHERE c.id IS NULL OR u.trace_id IS DISTINCT FROM c.trace_id"
+    )
+    assert stale == []
+
+
 def _random_parts(rng: random.Random, n: int = 12) -> list[dict]:
     parts = []
     for i in range(n):
         cid = f"c{i % 5}"
         kind = rng.choice(["start", "end", "end", "complete"])
-        if kind == "start":
-            parts.append(start(cid, display_name=f"d{i}", started_at=T0 + dt.timedelta(seconds=i)))
+        if kind == "start":  # a repeated start may move its call to another trace
+            trace = rng.choice(["t", "t", "u"])
+            at = T0 + dt.timedelta(seconds=i)
+            parts.append(start(cid, trace, display_name=f"d{i}", started_at=at))
         elif kind == "end":
             parts.append(end(cid, tokens=i, started_at=T0 - dt.timedelta(seconds=i)))
         else:
@@ -101,6 +113,12 @@ def test_one_batch_equals_the_same_parts_one_by_one(tmp_path: Path, seed: int) -
     a, b = snapshot(one), snapshot(many)
     assert_frame_equal(a[0], b[0])
     assert_frame_equal(a[1], b[1])
+    for st in (one, many):
+        assert_usage_follows_calls(st)
+        for trace in ("t", "u"):
+            calls, usage = st.load(P, trace_ids=[trace])
+            in_trace = set(calls.collect()[s.ID])
+            assert set(usage.collect()[s.ID]) == in_trace & set(a[1][s.ID])
     one.close(), many.close()
 
 
@@ -118,6 +136,27 @@ def test_start_and_end_order_does_not_matter(tmp_path: Path, seed: int) -> None:
         st.close()
     assert_frame_equal(orders[0][0], orders[1][0])
     assert_frame_equal(orders[0][1], orders[1][1])
+    assert orders[0][1].height == 6  # every end's usage, whatever came first
+
+
+@pytest.mark.parametrize("end_first", [True, False])
+def test_a_trace_filter_finds_usage_whichever_part_came_first(
+    store: CallStore, end_first: bool
+) -> None:
+    parts = [start("a", "t1"), end("a", 5)]
+    for part in reversed(parts) if end_first else parts:
+        store.write_parts(parts_frame([part]))
+    assert_usage_follows_calls(store)
+    _, usage = store.load(P, trace_ids=["t1"])
+    assert usage.collect().select(s.ID, "prompt_tokens").rows() == [("a", 5)]
+
+
+def test_a_repeated_start_moves_the_usage_to_its_new_trace(store: CallStore) -> None:
+    store.write_parts(parts_frame([start("a", "t1"), end("a", 5)]))
+    store.write_parts(parts_frame([start("a", "t2")]))
+    assert_usage_follows_calls(store)
+    assert store.load(P, trace_ids=["t1"])[1].collect().height == 0
+    assert store.load(P, trace_ids=["t2"])[1].collect()[s.ID].to_list() == ["a"]
 
 
 def test_merge_keeps_first_end_started_at_until_a_start_arrives() -> None:
@@ -142,11 +181,40 @@ def test_persists_across_restart_and_migrates_once(tmp_path: Path) -> None:
     assert after[1].select(s.ID, s.MODEL, "prompt_tokens").rows() == [("a", "m", 7)]
     st.close()
     con = duckdb.connect(str(path))
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
+    versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert versions == [(v,) for v in range(1, LATEST + 1)]  # each migration applied once
     con.execute("INSERT INTO schema_version VALUES (?)", [LATEST + 1])
     con.close()
     with pytest.raises(RuntimeError, match="newer"):
         CallStore(path)
+
+
+def test_a_version_1_store_is_migrated_with_its_usage_keyed_by_trace(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILE
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute(
+        "INSERT INTO calls (project_id, id, trace_id, op_name, started_at, ended_at) VALUES "
+        "(?, 'a', 't1', 'op', ?, ?), (?, 'b', 't2', 'op', ?, ?), (?, 'c', NULL, NULL, ?, ?)",
+        [P, T0, T0] * 3,
+    )
+    con.execute(
+        "INSERT INTO usage (project_id, id, model, prompt_tokens) VALUES "
+        "(?, 'a', 'm', 1), (?, 'b', 'm', 2), (?, 'b', 'n', 3), (?, 'c', 'm', 4)",
+        [P] * 4,
+    )
+    con.close()
+    st = CallStore(path)
+    assert_usage_follows_calls(st)
+    _, usage = st.load(P, trace_ids=["t2"])
+    assert sorted(usage.collect().select(s.ID, s.MODEL, "prompt_tokens").rows()) == [
+        ("b", "m", 2),
+        ("b", "n", 3),
+    ]
+    assert st.load(P)[1].collect().height == 4  # nothing lost, the end-only call's row too
+    st.close()
 
 
 def test_columns_types_and_refs(store: CallStore) -> None:
