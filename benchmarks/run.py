@@ -115,7 +115,7 @@ class Plan:
             load_size=50,
             load_traces=2,
             load_clients=2,
-            load_seconds=0.5,
+            load_seconds=1.0,
             load_max_requests=20,
             repeat=1,
             ref_repeat=1,

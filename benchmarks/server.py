@@ -7,9 +7,9 @@ server is started with its answer cache off, so every request computes its answe
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import http.client
+import math
 import os
 import socket
 import subprocess
@@ -209,61 +209,58 @@ def load_test(
     seconds: float,
     max_requests: int,
 ) -> dict[str, float]:
-    """Closed-loop load: ``clients`` keep-alive connections each send the next body as soon
-    as the previous answer is read whole; stops after ``seconds`` or ``max_requests``."""
-    return asyncio.run(_load(service, bodies, clients, seconds, max_requests))
+    """Closed-loop load by Locust, headless: ``clients`` users each send the next body as
+    soon as the previous answer is read whole; stops after ``seconds`` (whole seconds, at
+    least one) or ``max_requests``. Returns the figures of Locust's final statistics."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "bodies.jsonl").write_bytes(b"\n".join(bodies))
+        env = {
+            **os.environ,
+            "TRACE_USAGE_BODIES": str(folder / "bodies.jsonl"),
+            "TRACE_USAGE_AUTH": service.auth,
+            "TRACE_USAGE_MAX_REQUESTS": str(max_requests),
+        }
+        command = [
+            sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")),
+            "--headless", "--users", str(clients), "--spawn-rate", str(clients),
+            "--run-time", f"{max(1, math.ceil(seconds))}s", "--stop-timeout", "0",
+            "--host", service.url, "--json-file", str(folder / "stats"), "--only-summary",
+            "--loglevel", "ERROR", "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        written = folder / "stats.json"
+        if done.returncode != 0 or not written.exists():
+            raise RuntimeError(f"locust failed ({done.returncode}): {done.stderr[-2000:]}")
+        entries = orjson.loads(written.read_bytes())
+    return {**_load_figures(entries), "clients": float(clients)}
 
 
-async def _load(
-    service: Service, bodies: list[bytes], clients: int, seconds: float, max_requests: int
-) -> dict[str, float]:
-    requests = [
-        (
-            "POST /trace/usage HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: {service.auth}\r\nAccept-Encoding: identity\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for body in bodies
-    ]
-    latencies: list[float] = []
-    errors = [0]
-    sent = [0]
-    start = time.perf_counter()
-    deadline = start + seconds
+def _load_figures(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Requests, failures, requests/s and the median and 99th percentile latency (ms) of
+    Locust's per-request statistics, all entries together."""
+    count = sum(e["num_requests"] for e in entries)
+    if count == 0:
+        raise RuntimeError("the load test completed no request")
+    began = min(e["start_time"] for e in entries)
+    ended = max(e["last_request_timestamp"] for e in entries)
+    latencies: dict[float, int] = {}
+    for entry in entries:
+        for ms, n in entry["response_times"].items():
+            latencies[float(ms)] = latencies.get(float(ms), 0) + n
 
-    async def one_client(offset: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-        try:
-            i = offset
-            while time.perf_counter() < deadline and sent[0] < max_requests:
-                sent[0] += 1
-                began = time.perf_counter()
-                writer.write(requests[i % len(requests)])
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                latencies.append(time.perf_counter() - began)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    errors[0] += 1
-                i += clients
-        finally:
-            writer.close()
+    def percentile(q: float) -> float:
+        seen = 0
+        for ms in sorted(latencies):
+            seen += latencies[ms]
+            if seen >= q * count:
+                return ms
+        return max(latencies)
 
-    await asyncio.gather(*(one_client(k) for k in range(clients)))
-    elapsed = time.perf_counter() - start
-    latencies.sort()
     return {
-        "requests": float(len(latencies)),
-        "errors": float(errors[0]),
-        "seconds": elapsed,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": 1e3 * latencies[len(latencies) // 2],
-        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "clients": float(clients),
+        "requests": float(count),
+        "errors": float(sum(e["num_failures"] for e in entries)),
+        "rps": count / max(ended - began, 1e-9),
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
     }

@@ -127,3 +127,45 @@ def test_rollup_is_exact_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) ->
     got = rollup(calls, rows, [s.MODEL])
     assert got.sort(s.ID, s.MODEL).equals(want.sort(s.ID, s.MODEL))
     assert agree.rollup_difference(_as_nested(got), ref.aggregate(ref.usage_calls(trace))) is None
+
+
+def test_load_figures_read_locusts_statistics() -> None:
+    from benchmarks.server import _load_figures
+
+    entries = [
+        {
+            "num_requests": 90,
+            "num_failures": 1,
+            "start_time": 100.0,
+            "last_request_timestamp": 104.0,
+            "response_times": {"10": 50, "20": 40},
+        },
+        {
+            "num_requests": 10,
+            "num_failures": 0,
+            "start_time": 101.0,
+            "last_request_timestamp": 105.0,
+            "response_times": {"300": 9, "900": 1},
+        },
+    ]
+    figures = _load_figures(entries)
+    assert figures == {
+        "requests": 100.0,
+        "errors": 1.0,
+        "rps": 20.0,  # 100 requests over the 5 s from the first start to the last request
+        "p50_ms": 10.0,
+        "p99_ms": 300.0,
+    }
+    with pytest.raises(RuntimeError, match="no request"):
+        _load_figures([{**entries[0], "num_requests": 0, "response_times": {}}])
+
+
+def test_load_test_is_run_by_locust_and_stops_at_its_request_limit() -> None:
+    from benchmarks.server import Service, load_test
+
+    traces = [generate("agent", 50, seed=100 + k) for k in range(2)]
+    bodies = [orjson.dumps(t.request(False)) for t in traces]
+    with Service(traces) as service:
+        stats = load_test(service, bodies, clients=2, seconds=30, max_requests=15)
+    assert stats["requests"] == 15 and stats["errors"] == 0  # long before 30 s were up
+    assert stats["p99_ms"] >= stats["p50_ms"] > 0
