@@ -539,6 +539,16 @@ class CallStore:
         usage_tbl = usage_job.result()
         return _frame(calls_tbl, schema), _frame(usage_tbl, s.USAGE_SCHEMA)
 
+    def traces_of(self, project_id: str, call_ids: Sequence[str]) -> list[str]:
+        """The distinct trace ids of these calls (unknown ids and calls without a trace id,
+        i.e. whose start has not arrived, give none), in no particular order."""
+        rows = self._fetch(
+            "SELECT DISTINCT trace_id FROM calls WHERE project_id = $p "
+            "AND id IN (SELECT unnest($c)) AND trace_id IS NOT NULL",
+            {"p": project_id, "c": list(call_ids)},
+        )
+        return [trace for (trace,) in rows]
+
     # --- prices --------------------------------------------------------------------------
     def add_prices(self, rows: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
         """Append price rows (keys of :data:`PRICE_ROW_FIELDS` but ``id``, which is

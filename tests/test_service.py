@@ -42,7 +42,8 @@ USER = "ada"
 
 
 class FakeStore:
-    """The store contract over in-memory frames; records every ``load`` and can fail."""
+    """The store contract over in-memory frames; records every ``load`` and ``traces_of``
+    and can fail."""
 
     def __init__(self, calls: list[dict[str, Any]], prices: list[dict[str, Any]]) -> None:
         self.frame = weave_ref.to_frame(calls)
@@ -73,6 +74,13 @@ class FakeStore:
             lf = lf.filter(pl.col("id").is_in(call_ids))
         usage = usage_from_json(self.frame.select("id", "summary")).lazy()
         return lf, usage.join(lf.select("id"), on="id", how="semi")
+
+    def traces_of(self, project_id: str, call_ids: list[str]) -> list[str]:
+        self.loads.append((project_id, "traces of", call_ids))
+        found = self.frame.filter(
+            (pl.col("project_id") == project_id) & pl.col("id").is_in(call_ids)
+        )
+        return found.get_column("trace_id").drop_nulls().unique().to_list()
 
     def prices(self, project_id: str) -> pl.DataFrame:
         return self.price_frame
@@ -161,7 +169,7 @@ def test_filters_are_pushed_down_to_the_store(client: Any, store: FakeStore) -> 
         (PROJECT, ["trace-0"], None),
         (PROJECT, None, ["c0-1"]),
         (PROJECT, None, None),
-        (PROJECT, None, ["c1-0"]),
+        (PROJECT, "traces of", ["c1-0"]),  # the trace ids only, then the traces
         (PROJECT, [trace_of], None),
     ]
 

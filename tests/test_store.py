@@ -254,6 +254,22 @@ def test_load_pushes_down_project_traces_and_calls(store: CallStore) -> None:
     assert sorted(store.load("other/p")[0].collect()[s.ID]) == ["z"]
 
 
+def test_traces_of_calls(store: CallStore) -> None:
+    store.write_parts(
+        parts_frame(
+            [
+                start("a", "t1"),
+                start("b", "t2"),
+                start("c", "t2"),
+                end("no-start-yet", 1),
+                call_part({**start("z", "t9"), "project_id": "other/p"}, start=True, end=False),
+            ]
+        )
+    )
+    assert sorted(store.traces_of(P, ["a", "b", "c", "unknown"])) == ["t1", "t2"]
+    assert store.traces_of(P, ["no-start-yet", "z"]) == []  # no trace yet; another project
+
+
 def test_delete_is_trace_scoped_and_survives_cycles(store: CallStore) -> None:
     store.write_parts(
         parts_frame(

@@ -156,11 +156,7 @@ def calls_usage_route(
     principal.check(req.project_id)
 
     def compute() -> UsageResult:
-        trace_ids: list[str] = []
-        if req.call_ids:
-            roots, _ = store.load(req.project_id, call_ids=req.call_ids, columns=[s.TRACE_ID])
-            found = roots.select(s.TRACE_ID).drop_nulls().unique().collect()
-            trace_ids = found.get_column(s.TRACE_ID).to_list()
+        trace_ids = store.traces_of(req.project_id, req.call_ids) if req.call_ids else []
         calls, usage = _load_traces(store, req.project_id, trace_ids)
         prices = store.prices(req.project_id) if req.include_costs else None
         return calls_usage(
