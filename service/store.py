@@ -199,6 +199,8 @@ def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 _KIND = "_kind"
+# what a MERGE returns of each row it wrote: the trace id its usage rows must carry
+_WRITTEN = "calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL AS ended"
 _WRITTEN_SCHEMA = {
     s.PROJECT_ID: pl.String,
     s.ID: pl.String,
@@ -230,10 +232,6 @@ def _upsert_sql(kind: str) -> list[str]:
         f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values}) "
         f"RETURNING {_WRITTEN}"
     ]
-
-
-# what a MERGE returns of each row it wrote: the trace id its usage rows must carry
-_WRITTEN = "calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL AS ended"
 
 
 _UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}
@@ -431,8 +429,7 @@ class CallStore:
                     )
                 if usage.height:
                     con.execute(
-                        f"INSERT INTO usage (project_id, trace_id, {_USAGE_COLS}) "
-                        f"SELECT u.project_id, t.trace_id, {_qualified('u', _USAGE_COLS)} "
+                        "INSERT INTO usage BY NAME SELECT u.*, t.trace_id "
                         "FROM staged_usage u LEFT JOIN staged_traces t "
                         "ON t.project_id = u.project_id AND t.id = u.id"
                     )
@@ -648,11 +645,6 @@ class CallStore:
             "SELECT content FROM files WHERE project_id = ? AND digest = ?", [project_id, digest]
         )
         return bytes(rows[0][0]) if rows else None
-
-
-def _qualified(alias: str, columns: str) -> str:
-    """``"a, b"`` as ``"u.a, u.b"``."""
-    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
