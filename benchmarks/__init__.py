@@ -1,1 +1,1 @@
-"""Benchmarks: this project against weave 0.53.6 on the same seeded traces, in one run."""
+"""Benchmarks: this project against weave 0.53.12 on the same seeded traces, in one run."""

@@ -1,4 +1,4 @@
-"""The reference side: weave 0.53.6's in-memory trace server and rollup, fed our traces.
+"""The reference side: weave 0.53.12's in-memory trace server and rollup, fed our traces.
 
 The weave wheel lacks ``model_providers``, which its server imports; a tiny stand-in module
 is installed first. Calls go straight into the server's ``_calls`` (setup, not timed) and

@@ -1,4 +1,4 @@
-"""The benchmark runner: this project and weave 0.53.6 on the same traces, in one run.
+"""The benchmark runner: this project and weave 0.53.12 on the same traces, in one run.
 
 Benchmarks (``--only`` picks some by letter):
 

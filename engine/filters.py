@@ -1,4 +1,4 @@
-"""``CallsFilter`` -> Polars predicates, one per set field (weave 0.53.6
+"""``CallsFilter`` -> Polars predicates, one per set field (weave 0.53.12
 ``_calls_filter_matches``). Empty lists of op names, refs and ids mean "no filter"; an
 empty ``thread_ids`` or ``turn_ids`` matches nothing.
 """

@@ -1,4 +1,4 @@
-"""Wire models of Weave's usage endpoints (weave 0.53.6 ``trace_server_interface``).
+"""Wire models of Weave's usage endpoints (weave 0.53.12 ``trace_server_interface``).
 
 Field names, defaults and ``$``-aliases match Weave so generated clients work. ``$expr`` is
 kept as raw JSON here and parsed by :mod:`engine.query.parse`, which reports errors with

@@ -1,6 +1,6 @@
 """Dated per-token prices and the reference's choice of price row per (call, model).
 
-For a call started at ``t`` using model ``m``, weave 0.53.6 ranks the rows of ``m`` that are
+For a call started at ``t`` using model ``m``, weave 0.53.12 ranks the rows of ``m`` that are
 either project-level for the request's project or default-level, by: not after ``t`` first,
 then project before default, then the latest ``effective_date``; the first of equal rows
 wins. That ranking is four lookups, done here as two as-of joins and two latest-row joins:

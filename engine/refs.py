@@ -1,4 +1,4 @@
-"""Refs inside call inputs and outputs, found as weave 0.53.6 finds them
+"""Refs inside call inputs and outputs, found as weave 0.53.12 finds them
 (``extract_refs_from_values``), for the store to fill ``input_refs``/``output_refs``.
 
 A string is a ref when it starts with a ref scheme and reads back to itself exactly: the

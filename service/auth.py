@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KEY_PREFIX = "tu_"
+# W&B clients (weave >= 0.53.12's ``ApiKeyCredentials``) send ``api:<key>``: the key alone
+# names its user, as on wandb.ai
+ANY_USER = "api"
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,15 @@ class KeyStore:
         return self._keys
 
     def authenticate(self, user: str, key: str) -> ApiKey | None:
-        """The key record that ``user`` and ``key`` name, or None; time does not tell which."""
+        """The key record that ``user`` and ``key`` name, or None; time does not tell which.
+
+        The user name :data:`ANY_USER` (``api``, what W&B clients send) matches every user.
+        """
         digest = _digest(key).encode()
+        any_user = hmac.compare_digest(user.encode(), ANY_USER.encode())
         found = None
         for record in self.keys():
-            same_user = hmac.compare_digest(record.user.encode(), user.encode())
+            same_user = any_user or hmac.compare_digest(record.user.encode(), user.encode())
             same_key = hmac.compare_digest(record.sha256.encode(), digest)
             if same_user and same_key:
                 found = record

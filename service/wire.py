@@ -1,6 +1,6 @@
 """Request and response models of the ingest, price, object and file endpoints.
 
-Field names, types and defaults follow weave 0.53.6's ``trace_server_interface`` so that
+Field names, types and defaults follow weave 0.53.12's ``trace_server_interface`` so that
 Weave's own client and generated clients talk to this service unchanged. Like Weave's
 models, requests ignore unknown fields. ``SummaryInsertMap`` coerces usage counters as
 Weave does (``"12"`` -> 12, ``3.5`` rejected) and drops unknown keys inside a usage entry.

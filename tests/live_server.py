@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from weave.trace_server_bindings.remote_http_trace_server import RemoteHTTPTraceServer
+from weave.wandb_interface.auth import ApiKeyCredentials
 
 USER = "sdk"
 STARTUP_SECONDS = 60
@@ -54,7 +55,7 @@ class Server:
         self.url, self.key, self.narrow_key, self.proc = url, key, narrow_key, proc
 
     def client(self, key: str | None = None) -> RemoteHTTPTraceServer:
-        return RemoteHTTPTraceServer(self.url, auth=(USER, key or self.key))
+        return RemoteHTTPTraceServer(self.url, auth=ApiKeyCredentials(key or self.key))
 
 
 @contextmanager

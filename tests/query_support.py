@@ -1,7 +1,7 @@
 """Tiny literal calls and one assert helper shared by the query and filter table tests.
 
 ``assert_selects`` checks an expected selection against both the engine and the reference,
-so every table row is also a statement about weave 0.53.6.
+so every table row is also a statement about weave 0.53.12.
 """
 
 from __future__ import annotations

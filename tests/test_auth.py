@@ -39,6 +39,14 @@ def test_authenticate_needs_both_user_and_key(keys: KeyStore) -> None:
     assert keys.authenticate(USER, "") is None
 
 
+def test_the_user_api_is_named_by_the_key_alone(keys: KeyStore) -> None:
+    """weave 0.53.12's client sends ``api:<key>``, as W&B's own servers take it."""
+    record, secret = keys.add(USER, [PROJECT])
+    assert keys.authenticate("api", secret) == record
+    assert keys.authenticate("api", "tu_not-a-key") is None
+    assert keys.authenticate("API", secret) is None
+
+
 @pytest.mark.parametrize(
     ("patterns", "project", "granted"),
     [

@@ -1,4 +1,4 @@
-"""Engine vs weave 0.53.6's in-memory server on seeded random traces and prices."""
+"""Engine vs weave 0.53.12's in-memory server on seeded random traces and prices."""
 
 from __future__ import annotations
 

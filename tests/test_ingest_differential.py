@@ -1,4 +1,4 @@
-"""Store + engine vs weave 0.53.6's in-memory server, both fed the same wire requests.
+"""Store + engine vs weave 0.53.12's in-memory server, both fed the same wire requests.
 
 Random traces are cut into start, end and complete parts, shuffled, and sent to our routes
 (as single requests and mixed batches) and to the reference's own ingest methods; some calls

@@ -1,4 +1,4 @@
-"""Weave 0.53.6's own HTTP client against ``trace-usage serve`` running as a subprocess.
+"""Weave 0.53.12's own HTTP client against ``trace-usage serve`` running as a subprocess.
 
 Traces go in through ``call_start``/``call_end``, ``call_start_batch`` and ``cost_create``
 exactly as the SDK sends them; the same requests feed the reference in-memory server, and
@@ -22,7 +22,7 @@ from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 from tests.reference.weave_ref import ims, tsi
 
-# weave 0.53.6 posts bytes with httpx's deprecated data=
+# weave 0.53.12 posts bytes with httpx's deprecated data=
 pytestmark = pytest.mark.filterwarnings("ignore:Use .content=.:DeprecationWarning")
 
 ENTITY = "interop"

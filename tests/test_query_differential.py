@@ -1,4 +1,4 @@
-"""The query compiler vs weave 0.53.6's in-memory server: random filters and ``$expr`` trees
+"""The query compiler vs weave 0.53.12's in-memory server: random filters and ``$expr`` trees
 over random calls with varied JSON, equal answers or both sides rejecting."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Weave's own SDK logs nested ops into our server; ``summary_usage="auto"`` undoes its rollup.
 
-A seeded random tree of nested ``weave.op`` functions runs under weave 0.53.6's
+A seeded random tree of nested ``weave.op`` functions runs under weave 0.53.12's
 ``WeaveClient`` pointed at ``trace-usage serve``. Every call start and end the client sends
 also goes to the reference in-memory server, so the default answer can be compared with the
 reference's (inflated) one, while the ``auto`` answer must equal the true LLM usage of each
@@ -20,6 +20,7 @@ import weave
 from weave.trace.context.weave_client_context import set_weave_client_global
 from weave.trace.weave_client import WeaveClient
 from weave.trace_server_bindings.remote_http_trace_server import RemoteHTTPTraceServer
+from weave.wandb_interface.auth import ApiKeyCredentials
 
 from tests.live_server import USER, Server, running_server
 from tests.reference import weave_ref
@@ -44,7 +45,7 @@ class TeeServer(RemoteHTTPTraceServer):
     """Our server over HTTP, with every call part copied to the reference."""
 
     def __init__(self, url: str, key: str, reference: Any) -> None:
-        super().__init__(url, auth=(USER, key))
+        super().__init__(url, auth=ApiKeyCredentials(key))
         self.reference = reference
 
     def call_start(self, req: tsi.CallStartReq) -> tsi.CallStartRes:

@@ -1,6 +1,6 @@
 """IR -> one Polars predicate, with the reference's typing and NULL rules.
 
-The reference (weave 0.53.6 ``_compile_calls_query``) evaluates each operand to a Python
+The reference (weave 0.53.12 ``_compile_calls_query``) evaluates each operand to a Python
 value and compares with ClickHouse semantics (``_ch_compare``): a NULL side gives NULL,
 numbers (bools count as 0/1) compare with numbers, a number against anything else is NULL,
 and other mismatched types are unequal and unordered. Here every operand compiles to a

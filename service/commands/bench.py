@@ -1,4 +1,4 @@
-"""``trace-usage bench``: time this project against weave 0.53.6 on the same traces.
+"""``trace-usage bench``: time this project against weave 0.53.12 on the same traces.
 
 Runs :mod:`benchmarks.run` (needs the ``test`` and ``bench`` extras: the reference server,
 psutil); prints the table and writes ``results.json`` and ``results.md`` to ``--out``.
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark against the reference (weave 0.53.6)",
+        help="benchmark against the reference (weave 0.53.12)",
         description="(a) rollup core, (b) engine trace_usage, (c) HTTP /trace/usage, "
         "(d) service peak RSS, (e) load test; each against the reference where it has one.",
     )

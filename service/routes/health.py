@@ -17,7 +17,7 @@ class HealthRes(BaseModel):
 
 
 class ServerInfoRes(BaseModel):
-    """As weave 0.53.6's ``service_interface.ServerInfoRes``."""
+    """As weave 0.53.12's ``service_interface.ServerInfoRes``."""
 
     min_required_weave_python_version: str
     trace_server_version: str | None = None

@@ -1,4 +1,4 @@
-"""The live reference: weave 0.53.6's in-memory trace server, fed exactly our test data.
+"""The live reference: weave 0.53.12's in-memory trace server, fed exactly our test data.
 
 Calls are inserted as the server's own records (bypassing its pydantic ingest, which would
 coerce or reject the malformed usage values the engine must also handle), and its price
