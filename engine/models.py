@@ -7,12 +7,28 @@ their JSON path instead of pydantic's union noise.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SummaryUsageMode = Literal["own", "auto"]
 SUMMARY_USAGE_MODES: tuple[str, ...] = ("own", "auto")
+
+
+def _encodable(value: str) -> str:
+    """Reject lone surrogates (JSON's ``"\\ud800"``): no store, log or answer can encode them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"a lone surrogate at character {err.start} is not valid text") from None
+    return value
+
+
+WireStr = Annotated[str, AfterValidator(_encodable)]
+"""A request string that can be stored and echoed: valid UTF-8 text (422 otherwise)."""
+
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""A request integer that fits the store's BIGINT columns (422 otherwise)."""
 
 
 class _Lenient(BaseModel):
