@@ -18,14 +18,17 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from engine import schema as s
 from engine.errors import InputDataError
 
 _ROW = "__row"  # a key row's position, to restore key order after sorting by time
+_CALL = "__call"  # a result row's call, as its row number in the answer
 DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
 
 
@@ -54,6 +57,31 @@ def load_price_csv(path: Path | str = DEFAULT_PRICES_CSV) -> pl.DataFrame:
         *(_optional(raw, name, pl.Float64, 0.0) for name in s.PRICES),
         pl.col(s.PRICE_SEQ).cast(pl.Int64),
     )
+
+
+@lru_cache(maxsize=1)
+def default_prices() -> pl.DataFrame:
+    """The shipped default price table (``data/llm_token_prices.csv``)."""
+    return load_price_csv()
+
+
+@lru_cache(maxsize=1)
+def default_table() -> pl.DataFrame:
+    """:func:`price_table` of the shipped rows alone (kept: requests without project
+    prices all price against it, and its timeline is kept by identity)."""
+    return price_table()
+
+
+def price_table(
+    project_rows: pl.DataFrame | pl.LazyFrame | None = None,
+    default: pl.DataFrame | pl.LazyFrame | None = None,
+) -> pl.DataFrame:
+    """Default rows then project rows (each in stored order) as one ``PRICE_SCHEMA`` frame."""
+    parts = [default if default is not None else default_prices()]
+    if project_rows is not None:
+        parts.append(project_rows)
+    frames = [s.conform(p.lazy(), s.PRICE_SCHEMA, "prices").collect(engine=s.ENGINE) for p in parts]
+    return pl.concat(frames).drop(s.PRICE_SEQ).with_row_index(s.PRICE_SEQ).cast(s.PRICE_SCHEMA)
 
 
 def _optional(raw: pl.DataFrame, name: str, dtype: pl.DataType, default: object) -> pl.Expr:
@@ -246,3 +274,50 @@ def lookup_prices(
         .select(s.PRICE_SEQ, *s.PRICES)
         .collect(engine=s.ENGINE)
     )
+
+
+def cost_rows(
+    ids: pl.Series,
+    call: np.ndarray,
+    groups: pl.DataFrame,
+    group: np.ndarray,
+    totals: dict[str, np.ndarray],
+    include_costs: bool,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """``RESULT_SCHEMA`` rows of rolled-up token sums, costed, one row per (call, model).
+
+    Row ``i`` sums ``totals`` for the call at row ``call[i]`` of ``ids`` and the usage group
+    at row ``group[i]`` of ``groups`` (``model``, and with costs the chosen price row:
+    ``seq`` and the four prices). Costs come from the exact sums, one multiply per price;
+    groups of one model under several price rows are then merged. Returns the rows and the
+    row number in ``ids`` of each, non-decreasing.
+    """
+    tokens = {name: totals[name] for name in s.TOKENS}
+    frame = pl.DataFrame(
+        {
+            _CALL: call,
+            s.ID: ids.gather(call),
+            s.MODEL: groups.get_column(s.MODEL).gather(group),
+            **tokens,
+        }
+    )
+    if not include_costs:
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
+        return frame.drop(_CALL), call
+    table = groups.select(pl.col(s.PRICES).fill_null(0.0)).to_numpy()[group]  # (rows, 4)
+    price = {p: table[:, i] for i, p in enumerate(s.PRICES)}
+    billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
+    frame = frame.with_columns(
+        pl.Series(s.PROMPT_COST, billed_prompt * price[s.PROMPT_PRICE]),
+        pl.Series(s.COMPLETION_COST, tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE]),
+        pl.Series(s.CACHE_READ_COST, tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE]),
+        pl.Series(s.CACHE_CREATION_COST, tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE]),
+    )
+    models = groups.get_column(s.MODEL).to_list()  # a handful: plain Python is quickest
+    if len(set(models)) == len(models):  # one price row per model: done
+        return frame.drop(_CALL), call
+    merged = frame.group_by(_CALL, s.MODEL, maintain_order=True).agg(
+        pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
+    )
+    call_index = merged.get_column(_CALL).to_numpy()
+    return merged.select(s.ID, s.MODEL, *s.METRICS), call_index

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -26,8 +26,8 @@ from engine.models import (
     SummaryUsageMode,
     TraceUsageReq,
 )
-from engine.pricing import load_price_csv, lookup_prices
-from engine.rollup import Rolled, index_tree, rollup_rows
+from engine.pricing import cost_rows, default_prices, default_table, lookup_prices, price_table
+from engine.rollup import index_tree, rollup_rows
 from engine.selection import select_calls
 from engine.serialize import json_chunks, to_dict, to_json
 from engine.usage import normalize, usage_from_json
@@ -86,26 +86,6 @@ class UsageResult:
     def to_dict(self) -> dict[str, Any]:
         """The response as plain Python objects."""
         return to_dict(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
-
-
-@lru_cache(maxsize=1)
-def default_prices() -> pl.DataFrame:
-    """The shipped default price table (``data/llm_token_prices.csv``)."""
-    return load_price_csv()
-
-
-@lru_cache(maxsize=1)
-def _default_table() -> pl.DataFrame:
-    return price_table()
-
-
-def price_table(project_rows: Frame | None = None, default: Frame | None = None) -> pl.DataFrame:
-    """Default rows then project rows (each in stored order) as one ``PRICE_SCHEMA`` frame."""
-    parts = [default if default is not None else default_prices()]
-    if project_rows is not None:
-        parts.append(project_rows)
-    frames = [s.conform(p.lazy(), s.PRICE_SCHEMA, "prices").collect(engine=s.ENGINE) for p in parts]
-    return pl.concat(frames).drop(s.PRICE_SEQ).with_row_index(s.PRICE_SEQ).cast(s.PRICE_SCHEMA)
 
 
 def _parse(model: type, req: Any) -> Any:
@@ -183,7 +163,7 @@ def _compute(
     tree = index_tree(tree_calls, rows.get_column(s.ID))  # also rejects repeated ids
     group_keys = [s.MODEL]
     if include_costs:
-        table = _default_table() if prices is None else prices
+        table = default_table() if prices is None else prices
         started = selected.get_column(s.STARTED_AT).gather(np.maximum(tree.row_call, 0))
         keys = pl.DataFrame([rows.get_column(s.MODEL), started])
         rows = rows.hstack(lookup_prices(keys, table, project_id))
@@ -191,45 +171,10 @@ def _compute(
     summed = rollup_rows(tree_calls, rows, group_keys, tree)
     unfinished = selected.filter(pl.col(s.ENDED_AT).is_null()).get_column(s.ID).sort().to_list()
     ids = selected.get_column(s.ID)
-    usage_rows, call_index = _price(summed, ids, include_costs)
+    usage_rows, call_index = cost_rows(
+        ids, summed.call, summed.groups, summed.group, summed.totals, include_costs
+    )
     return UsageResult(ids, usage_rows, unfinished, call_index)
-
-
-def _price(summed: Rolled, ids: pl.Series, include_costs: bool) -> tuple[pl.DataFrame, np.ndarray]:
-    """Costs from exact token sums (one multiply per price row), then one row per model.
-
-    Returns ``RESULT_SCHEMA`` rows and the row number in ``ids`` of each, non-decreasing.
-    """
-    groups, group = summed.groups, summed.group
-    tokens = {name: summed.totals[name] for name in s.TOKENS}
-    frame = pl.DataFrame(
-        {
-            "__call": summed.call,
-            s.ID: ids.gather(summed.call),
-            s.MODEL: groups.get_column(s.MODEL).gather(group),
-            **tokens,
-        }
-    )
-    if not include_costs:
-        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
-        return frame.drop("__call"), summed.call
-    table = groups.select(pl.col(s.PRICES).fill_null(0.0)).to_numpy()[group]  # (rows, 4)
-    price = {p: table[:, i] for i, p in enumerate(s.PRICES)}
-    billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
-    frame = frame.with_columns(
-        pl.Series(s.PROMPT_COST, billed_prompt * price[s.PROMPT_PRICE]),
-        pl.Series(s.COMPLETION_COST, tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE]),
-        pl.Series(s.CACHE_READ_COST, tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE]),
-        pl.Series(s.CACHE_CREATION_COST, tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE]),
-    )
-    models = groups.get_column(s.MODEL).to_list()  # a handful: plain Python is quickest
-    if len(set(models)) == len(models):  # one price row per model: done
-        return frame.drop("__call"), summed.call
-    merged = frame.group_by("__call", s.MODEL, maintain_order=True).agg(
-        pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
-    )
-    call_index = merged.get_column("__call").to_numpy()
-    return merged.select(s.ID, s.MODEL, *s.METRICS), call_index
 
 
 @_engine_call
@@ -315,4 +260,5 @@ def calls_usage(
     )
 
 
+# default_prices and price_table are re-exported: the Python API has always named them here
 __all__ = ["UsageResult", "calls_usage", "default_prices", "price_table", "trace_usage"]
