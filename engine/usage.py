@@ -12,7 +12,7 @@ stored usage with its children's; :func:`normalize` derives the six reported tok
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -63,27 +63,36 @@ def usage_entries(summary: Any) -> list[tuple[Any, ...]]:
     ]
 
 
-def usage_frame(ids: Iterable[str], summaries: Iterable[Any]) -> pl.DataFrame:
-    """Raw usage rows (``USAGE_SCHEMA``) for parsed summaries, paired with call ids."""
-    rows = [
-        (call_id, *entry)
-        for call_id, summary in zip(ids, summaries, strict=True)
-        for entry in usage_entries(summary)
-    ]
-    return pl.DataFrame(rows, schema=s.USAGE_SCHEMA, orient="row")
+_ENTRY_SCHEMA: dict[str, pl.DataType] = {
+    name: dtype for name, dtype in s.USAGE_SCHEMA.items() if name != s.ID
+}
 
 
-def usage_from_json(calls: pl.DataFrame) -> pl.DataFrame:
-    """Raw usage rows from the ``summary`` JSON text of ``calls`` (``id``, ``summary``)."""
-    texts = calls.get_column(s.SUMMARY)
-    ids = calls.get_column(s.ID)
-    has_usage = texts.str.contains('"usage"', literal=True).fill_null(False)
-    ids, texts = ids.filter(has_usage), texts.filter(has_usage)
+def usage_from_json(calls: pl.DataFrame, keys: Sequence[str] = (s.ID,)) -> pl.DataFrame:
+    """Raw usage rows from the ``summary`` JSON text of ``calls``: the ``keys`` columns of
+    each call, then ``model`` and the raw counters (``USAGE_SCHEMA`` for the default key).
+
+    Examples
+    --------
+    >>> calls = pl.DataFrame({"id": ["a", "b"], "summary": ['{"usage": {"m": {}}}', None]})
+    >>> usage_from_json(calls).select("id", "model").rows()
+    [('a', 'm')]
+    """
+    has_usage = pl.col(s.SUMMARY).str.contains('"usage"', literal=True).fill_null(False)
+    candidates = calls.filter(has_usage)
     try:
-        parsed = [orjson.loads(text) for text in texts]
+        parsed = [orjson.loads(text) for text in candidates.get_column(s.SUMMARY)]
     except orjson.JSONDecodeError as err:
         raise InputDataError(f"summary is not valid JSON: {err}") from err
-    return usage_frame(ids, parsed)
+    owners: list[int] = []  # the candidate row of each entry
+    entries: list[tuple[Any, ...]] = []
+    for row, summary in enumerate(parsed):
+        found = usage_entries(summary)
+        owners.extend([row] * len(found))
+        entries.extend(found)
+    counters = pl.DataFrame(entries, schema=_ENTRY_SCHEMA, orient="row")
+    owner_keys = candidates.select(keys)[owners] if owners else candidates.select(keys).clear()
+    return pl.concat([owner_keys, counters], how="horizontal")
 
 
 def normalize(raw: pl.LazyFrame) -> pl.LazyFrame:

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from engine import schema as s
 from engine.errors import InputDataError
 from engine.refs import input_refs, output_refs
-from service.store import COMPLETE, PART_SCHEMA, CallStore, call_part, parts_frame
+from service.parts import COMPLETE, PART_SCHEMA, call_part, parts_frame
+from service.store import CallStore
 
 BATCH_ROWS = 10_000
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"

@@ -4,7 +4,7 @@ Every write is one transaction on one writer connection behind a lock: all of a 
 lands or none of it, and DuckDB's commit has written its WAL and ``fdatasync``'d it (seen
 with strace on duckdb 2.0) before a write method returns. Reads take their own cursor, so
 they run beside a write and see the last committed state. Calls are upserted by
-``(project_id, id)`` from *parts* (:data:`PART_SCHEMA`): a start part carries the start
+``(project_id, id)`` from *parts* (:mod:`service.parts`): a start part carries the start
 columns, an end part the end columns, a complete part replaces the whole row. Usage is
 extracted from an end's summary at write time into the ``usage`` table, so queries never
 parse summary JSON for usage; each usage row also carries its call's trace id (kept right
@@ -16,59 +16,25 @@ open the file (DuckDB's lock).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
-import orjson
 import polars as pl
 import pyarrow as pa
 
 from engine import schema as s
-from engine.refs import input_refs, output_refs
 from engine.trace_usage import price_table
 from engine.usage import usage_from_json
 from service.migrations import migrate
+from service.parts import COMPLETE, PART_SCHEMA, merge_parts
+from service.store_sql import KIND, PRICE_COLS, UPSERTS, USAGE_COLS, WRITTEN_SCHEMA, part_kind
 
-DB_FILE = "trace_usage.duckdb"
-COMPLETE = "complete"  # part flag: the row is the whole call (replaces what is stored)
-PART_SCHEMA: dict[str, pl.DataType] = {**s.CALL_SCHEMA, COMPLETE: pl.Boolean()}
 MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
-_ORJSON = orjson.OPT_NON_STR_KEYS
-
-START_COLUMNS = (
-    s.TRACE_ID,
-    s.PARENT_ID,
-    s.THREAD_ID,
-    s.TURN_ID,
-    s.OP_NAME,
-    s.DISPLAY_NAME,
-    s.STARTED_AT,
-    s.ATTRIBUTES,
-    s.INPUTS,
-    s.INPUT_REFS,
-    s.WB_USER_ID,
-    s.WB_RUN_ID,
-    s.WB_RUN_STEP,
-)
-END_COLUMNS = (s.ENDED_AT, s.EXCEPTION, s.OUTPUT, s.OUTPUT_REFS, s.SUMMARY, s.WB_RUN_STEP_END)
-_CALL_COLS = ", ".join(s.CALL_SCHEMA)
-_USAGE_COLS = ", ".join((s.ID, s.MODEL, *s.RAW_COUNTERS))
-_PRICE_COLS = (
-    s.LLM_ID,
-    s.PRICING_LEVEL,
-    s.PRICING_LEVEL_ID,
-    s.PROVIDER_ID,
-    s.EFFECTIVE_DATE,
-    *s.PRICES,
-    s.PRICE_SEQ,
-)
 PRICE_ROW_FIELDS = (
     "id",
     s.PRICING_LEVEL,
@@ -84,210 +50,27 @@ PRICE_ROW_FIELDS = (
 )
 
 
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return orjson.dumps(value, option=_ORJSON).decode()
-    except TypeError:  # integers past 64 bits: the standard library writes them
-        return json.dumps(value)
+class StoreReader(Protocol):
+    """What the usage routes, metrics and app read of a store: :class:`CallStore` and the
+    tests' in-memory fake both follow it (``tests/test_store.py`` compares signatures)."""
 
+    def load(
+        self,
+        project_id: str,
+        trace_ids: list[str] | None = None,
+        call_ids: list[str] | None = None,
+        columns: Iterable[str] | None = None,
+    ) -> tuple[pl.LazyFrame, pl.LazyFrame]: ...
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """Aware UTC datetime; a naive one is read as UTC (as the reference does)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    def traces_of(self, project_id: str, call_ids: Sequence[str]) -> list[str]: ...
 
+    def prices(self, project_id: str) -> pl.DataFrame: ...
 
-_REDACTED = "REDACTED"
-_CREDENTIAL_NAMES = frozenset(
-    {
-        "authheaders",
-        "authorization",
-        "authtoken",
-        "awsaccesskey",
-        "awsaccesskeyid",
-        "bearertoken",
-        "vertexcredentials",
-        "webhookkey",
-        "webhooksecret",
-    }
-)
-_CREDENTIAL_SUFFIXES = (
-    "accesstoken",
-    "apikey",
-    "apitoken",
-    "clientsecret",
-    "privatekey",
-    "refreshtoken",
-    "secretaccesskey",
-    "secretkey",
-    "sessiontoken",
-)
+    def version(self) -> int: ...
 
+    def stats(self) -> dict[str, int]: ...
 
-@lru_cache(maxsize=4096)
-def _is_credential_name(key: str) -> bool:
-    name = key.replace("_", "").replace("-", "").lower()
-    return name in _CREDENTIAL_NAMES or name.endswith(_CREDENTIAL_SUFFIXES)
-
-
-def redact_credentials(value: Any) -> Any:
-    """``value`` with non-empty strings under credential-like keys replaced, as Weave's
-    server does to inputs and attributes at ingest (the stored call never holds them).
-
-    Examples
-    --------
-    >>> redact_credentials({"openai_api_key": "sk-1", "X-API-Key": "", "keywords": "k"})
-    {'openai_api_key': 'REDACTED', 'X-API-Key': '', 'keywords': 'k'}
-    """
-    if isinstance(value, dict):
-        return {
-            k: (
-                _REDACTED
-                if isinstance(k, str) and isinstance(v, str) and v and _is_credential_name(k)
-                else redact_credentials(v)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact_credentials(v) for v in value]
-    return value
-
-
-def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]:
-    """One part row (:data:`PART_SCHEMA`) from a Weave call given as Python values.
-
-    ``start``/``end`` say which sides ``call`` carries; both make a complete part that
-    replaces the stored call. As the reference at write time, credentials are redacted
-    from inputs and attributes, JSON columns serialized, and refs extracted from inputs and
-    output.
-    """
-    row: dict[str, Any] = dict.fromkeys(PART_SCHEMA)
-    row[s.PROJECT_ID], row[s.ID] = call[s.PROJECT_ID], call[s.ID]
-    row[COMPLETE] = start and end
-    if start:
-        for name in START_COLUMNS:
-            row[name] = call.get(name)
-        inputs = redact_credentials(call.get(s.INPUTS))
-        attributes = redact_credentials(call.get(s.ATTRIBUTES))
-        row[s.ATTRIBUTES], row[s.INPUTS] = _json(attributes), _json(inputs)
-        row[s.INPUT_REFS] = input_refs(inputs if isinstance(inputs, dict) else None)
-    if end:
-        for name in END_COLUMNS:
-            row[name] = call.get(name)
-        output = call.get(s.OUTPUT)
-        row[s.OUTPUT], row[s.SUMMARY] = _json(output), _json(call.get(s.SUMMARY))
-        row[s.OUTPUT_REFS] = output_refs(output)
-        if not start:
-            row[s.STARTED_AT] = call.get(s.STARTED_AT)  # kept only while no start is stored
-    if start and end:
-        row[s.DELETED_AT] = call.get(s.DELETED_AT)
-    elif start:
-        row[s.OUTPUT_REFS] = []  # what a fresh row holds until its end arrives
-    else:
-        row[s.ATTRIBUTES], row[s.INPUTS], row[s.INPUT_REFS] = "{}", "{}", []
-    for name in s.DATETIME_COLUMNS:
-        row[name] = _utc(row[name])
-    return row
-
-
-def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Part rows from :func:`call_part` as one :data:`PART_SCHEMA` frame."""
-    return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
-
-
-_KIND = "_kind"
-# what a MERGE returns of each row it wrote: the trace id its usage rows must carry
-_WRITTEN = "calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL AS ended"
-_WRITTEN_SCHEMA = {
-    s.PROJECT_ID: pl.String,
-    s.ID: pl.String,
-    s.TRACE_ID: pl.String,
-    "ended": pl.Boolean,
-}
-_SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
-
-
-def _upsert_sql(kind: str) -> list[str]:
-    """Statements that upsert the staged parts of one kind (one part per key).
-
-    A complete part replaces its row: delete and insert, far cheaper in DuckDB than an
-    update of every column. A start (end) part sets only the start (end) columns of a
-    stored row; ``both`` sets the two sides and keeps ``deleted_at``.
-    """
-    parts = f"(SELECT * FROM staged_parts WHERE {_KIND} = '{kind}') p"
-    if kind == "complete":
-        return [
-            f"DELETE FROM calls USING {parts} "
-            "WHERE calls.project_id = p.project_id AND calls.id = p.id",
-            f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}",
-        ]
-    sets = ", ".join(f"{c} = p.{c}" for c in _SIDES[kind])
-    values = ", ".join(f"p.{c}" for c in s.CALL_SCHEMA)
-    return [
-        f"MERGE INTO calls USING {parts} ON calls.project_id = p.project_id AND calls.id = p.id "
-        f"WHEN MATCHED THEN UPDATE SET {sets} "
-        f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values}) "
-        f"RETURNING {_WRITTEN}"
-    ]
-
-
-_UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}
-
-
-def _kind() -> pl.Expr:
-    has_start, has_end = pl.col(s.OP_NAME).is_not_null(), pl.col(s.ENDED_AT).is_not_null()
-    return (
-        pl.when(pl.col(COMPLETE))
-        .then(pl.lit("complete"))
-        .when(has_start & has_end)
-        .then(pl.lit("both"))
-        .when(has_start)
-        .then(pl.lit("start"))
-        .otherwise(pl.lit("end"))
-        .alias(_KIND)
-    )
-
-
-def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
-    """One row per ``(project_id, id)`` equal to applying ``parts`` in order.
-
-    Start columns come from the last part carrying a start, end columns from the last part
-    carrying an end; a call with no start part keeps the ``started_at`` of its first end.
-
-    Examples
-    --------
-    >>> t = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    >>> parts = parts_frame([
-    ...     call_part({"project_id": "p", "id": "a", "ended_at": t}, start=False, end=True),
-    ...     call_part({"project_id": "p", "id": "a", "op_name": "op", "started_at": t},
-    ...               start=True, end=False),
-    ... ])
-    >>> merge_parts(parts).select("op_name", "ended_at").rows()
-    [('op', datetime.datetime(2025, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC')))]
-    """
-    key = [s.PROJECT_ID, s.ID]
-    if not parts.select(pl.struct(key).is_duplicated().any()).item():
-        return parts
-    has_start = pl.col(COMPLETE) | pl.col(s.OP_NAME).is_not_null()
-    has_end = pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null()
-    # a side no part carries keeps the first part's placeholders, as a single write would
-    sides = ((START_COLUMNS, has_start), (END_COLUMNS, has_end))
-    merged = parts.group_by(key, maintain_order=True).agg(
-        *(
-            pl.when(has.any())
-            .then(pl.col(c).filter(has).last())
-            .otherwise(pl.col(c).first())
-            .alias(c)
-            for cols, has in sides
-            for c in cols
-        ),
-        pl.col(s.DELETED_AT).filter(pl.col(COMPLETE)).last(),
-        pl.col(COMPLETE).any(),
-    )
-    return merged.select(list(PART_SCHEMA)).cast(PART_SCHEMA)
+    def close(self) -> None: ...
 
 
 class StoreLockedError(RuntimeError):
@@ -300,6 +83,7 @@ class CallStore:
     Examples
     --------
     >>> import tempfile
+    >>> from service.settings import DB_FILE
     >>> store = CallStore(Path(tempfile.mkdtemp()) / DB_FILE)
     >>> store.stats()["calls"], store.version()
     (0, 0)
@@ -386,22 +170,14 @@ class CallStore:
         """
         merged = merge_parts(parts.select(list(PART_SCHEMA)).cast(PART_SCHEMA))
         ended = merged.filter(pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null())
-        # usage rows are keyed by call id only: key them by row number, then map back
-        indexed = ended.select(s.PROJECT_ID, s.ID, s.SUMMARY).with_row_index("_row")
-        raw = usage_from_json(indexed.select(pl.col("_row").cast(pl.String).alias(s.ID), s.SUMMARY))
-        usage = (
-            raw.with_columns(pl.col(s.ID).cast(pl.UInt32).alias("_row"))
-            .drop(s.ID)
-            .join(indexed.select("_row", s.PROJECT_ID, s.ID), on="_row")
-            .select(s.PROJECT_ID, s.ID, s.MODEL, *s.RAW_COUNTERS)
-        )
-        staged = merged.with_columns(_kind())
-        kinds = staged.get_column(_KIND).unique().to_list()
+        usage = usage_from_json(ended.select(s.PROJECT_ID, s.ID, s.SUMMARY), (s.PROJECT_ID, s.ID))
+        staged = merged.with_columns(part_kind())
+        kinds = staged.get_column(KIND).unique().to_list()
         staged_parts = staged.to_arrow()
         staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
         staged_usage = usage.to_arrow()
 
-        replaced = staged.filter(pl.col(_KIND) == "complete").select(s.PROJECT_ID, s.ID, s.TRACE_ID)
+        replaced = staged.filter(pl.col(KIND) == "complete").select(s.PROJECT_ID, s.ID, s.TRACE_ID)
 
         def work(con: duckdb.DuckDBPyConnection) -> None:
             con.register("staged_parts", staged_parts)
@@ -410,14 +186,14 @@ class CallStore:
             written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
             try:
                 for kind in kinds:
-                    for sql in _UPSERTS[kind]:
+                    for sql in UPSERTS[kind]:
                         result = con.execute(sql)
                     if kind != "complete":
                         written[kind] = result.fetchall()
                 # each ended call's trace id as now stored: its usage rows carry it
                 stored = pl.DataFrame(
                     [row for rows in written.values() for row in rows],
-                    schema=_WRITTEN_SCHEMA,
+                    schema=WRITTEN_SCHEMA,
                     orient="row",
                 )
                 traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
@@ -530,7 +306,7 @@ class CallStore:
         # usage rows carry their call's project, trace and call ids: the same filter
         # selects them, and the two queries run at once
         usage_job = self._pool.submit(
-            self._arrow, f"SELECT {_USAGE_COLS} FROM usage WHERE {cond}", params
+            self._arrow, f"SELECT {USAGE_COLS} FROM usage WHERE {cond}", params
         )
         calls_tbl = self._arrow(f"SELECT {', '.join(schema)} FROM calls WHERE {cond}", params)
         usage_tbl = usage_job.result()
@@ -595,7 +371,7 @@ class CallStore:
         cached = self._price_cache.get(project_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        cols = ", ".join(_PRICE_COLS)
+        cols = ", ".join(PRICE_COLS)
         tbl = self._arrow(
             f"SELECT {cols} FROM prices WHERE pricing_level = ? AND pricing_level_id = ? "
             "ORDER BY seq",

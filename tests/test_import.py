@@ -21,8 +21,10 @@ from engine.errors import InputDataError
 from engine.trace_usage import price_table
 from service.cli import main
 from service.importer import SAMPLE_DIR, import_files, seed_sample
+from service.parts import call_part, parts_frame
 from service.sample import PROJECT as SAMPLE_PROJECT
-from service.store import DB_FILE, CallStore, call_part, parts_frame
+from service.settings import DB_FILE
+from service.store import CallStore
 from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 from tests.reference.generate import PROJECT, random_calls
@@ -60,13 +62,6 @@ def _write_jsonl(path: Path, calls: list[dict[str, Any]], gz: bool = False) -> P
 def _snapshot(store: CallStore, project: str = PROJECT) -> tuple[pl.DataFrame, pl.DataFrame]:
     calls, usage = store.load(project)
     return calls.collect().sort(s.ID), usage.collect().sort(s.ID, s.MODEL)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    st = CallStore(tmp_path / DB_FILE)
-    yield st
-    st.close()
 
 
 @pytest.mark.parametrize("gz", [False, True])

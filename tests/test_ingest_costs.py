@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from service.store import DB_FILE, CallStore
+from service.settings import DB_FILE
+from service.store import CallStore
 from tests.reference import weave_ref
 from tests.test_ingest_routes import make_client
 

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from engine import calls_usage, trace_usage
 from engine import schema as s
 from engine.trace_usage import default_prices
-from service.store import DB_FILE, CallStore
+from service.settings import DB_FILE
+from service.store import CallStore
 from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 from tests.reference.generate import MODELS, OTHER_PROJECT, PROJECT, random_calls

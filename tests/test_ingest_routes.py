@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from engine.errors import InputDataError, NotFoundError, TraceUsageError
 from service.auth import ApiKey
 from service.deps import Principal, get_principal
 from service.routes import costs, ingest, objects
-from service.store import DB_FILE, CallStore
+from service.store import CallStore
 
 PROJECT = "entity/project"
 T0 = "2025-01-01T00:00:00Z"
@@ -44,13 +42,6 @@ def make_client(store: CallStore, projects: tuple[str, ...] = ("entity/*",)) -> 
         return JSONResponse({"reason": exc.reason, "path": exc.path}, status_code=code)
 
     return TestClient(app)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CallStore]:
-    st = CallStore(tmp_path / DB_FILE)
-    yield st
-    st.close()
 
 
 @pytest.fixture

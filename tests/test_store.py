@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import random
 import threading
@@ -16,7 +17,9 @@ from polars.testing import assert_frame_equal
 
 from engine import schema as s
 from service.migrations import LATEST, MIGRATIONS
-from service.store import DB_FILE, CallStore, call_part, merge_parts, parts_frame
+from service.parts import call_part, merge_parts, parts_frame
+from service.settings import DB_FILE
+from service.store import CallStore, StoreReader
 
 P = "e/p"
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -66,13 +69,6 @@ def complete(call_id: str, tokens: int = 1) -> dict:
 def snapshot(store: CallStore, project: str = P) -> tuple[pl.DataFrame, pl.DataFrame]:
     calls, usage = store.load(project)
     return calls.collect().sort(s.ID), usage.collect().sort(s.ID, s.MODEL)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    st = CallStore(tmp_path / DB_FILE)
-    yield st
-    st.close()
 
 
 def assert_usage_follows_calls(store: CallStore) -> None:
@@ -383,3 +379,14 @@ def test_credentials_in_inputs_and_attributes_are_redacted(store: CallStore) -> 
     assert json.loads(row[s.INPUTS]) == json.loads(json.dumps(want))
     assert json.loads(row[s.ATTRIBUTES]) == {"api_token": "REDACTED"}
     assert "sk-1" not in row[s.INPUTS] and "Bearer" not in row[s.INPUTS]
+
+
+@pytest.mark.parametrize("name", [n for n in vars(StoreReader) if not n.startswith("_")])
+def test_store_and_fake_store_follow_the_reader_protocol(name: str) -> None:
+    from tests.test_service import FakeStore
+
+    def params(cls: type) -> list[str]:
+        return list(inspect.signature(getattr(cls, name)).parameters)
+
+    assert params(CallStore) == params(StoreReader)
+    assert params(FakeStore) == params(StoreReader)

@@ -17,7 +17,8 @@ from pathlib import Path
 import polars as pl
 
 from engine import schema as s
-from service.store import DB_FILE, CallStore
+from service.settings import DB_FILE
+from service.store import CallStore
 
 BATCH = 40
 ROUNDS = 3
@@ -27,7 +28,8 @@ WRITER = textwrap.dedent(
     """
     import datetime as dt, sys
     from pathlib import Path
-    from service.store import CallStore, call_part, parts_frame
+    from service.parts import call_part, parts_frame
+    from service.store import CallStore
 
     store = CallStore(Path(sys.argv[1]))
     batch, size = int(sys.argv[2]), int(sys.argv[3])

@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException
 
 from engine.errors import InvalidRequestError, NotFoundError
 from service.deps import PrincipalDep, StoreDep
-from service.store import MAX_DELETE_CALLS, call_part, parts_frame
+from service.parts import call_part, parts_frame
+from service.store import MAX_DELETE_CALLS
 from service.wire import (
     CallBatchEndMode,
     CallBatchStartMode,
