@@ -7,9 +7,12 @@ their JSON path instead of pydantic's union noise.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 SummaryUsageMode = Literal["own", "auto"]
 SUMMARY_USAGE_MODES: tuple[str, ...] = ("own", "auto")
@@ -31,13 +34,89 @@ Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 """A request integer that fits the store's BIGINT columns (422 otherwise)."""
 
 
-class _Lenient(BaseModel):
-    """Weave's request models ignore unknown fields (``BaseModelStrict``)."""
+class UnknownFields:
+    """The unknown fields of one request, as dotted paths (``filter.trace_id``).
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    Filled while a request is validated inside :func:`collect_unknown_fields`: every
+    :class:`LenientModel` that has unknown fields, or children with some, puts its whole
+    list here, and the outermost model is validated last, so the list ends up the
+    request's. ``seen`` lets models skip the walk over their children when nothing was
+    unknown, which is almost always.
+    """
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.paths: list[str] = []
 
 
-class CallsFilter(_Lenient):
+_UNKNOWN: ContextVar[UnknownFields | None] = ContextVar("unknown_fields", default=None)
+
+
+@contextmanager
+def collect_unknown_fields() -> Iterator[UnknownFields]:
+    """Collect the unknown fields of the requests validated in this context.
+
+    Examples
+    --------
+    >>> with collect_unknown_fields() as unknown:
+    ...     _ = TraceUsageReq.model_validate({"project_id": "e/p", "filter": {"trace_id": []}})
+    >>> unknown.paths
+    ['filter.trace_id']
+    """
+    sink = UnknownFields()
+    token = _UNKNOWN.set(sink)
+    try:
+        yield sink
+    finally:
+        _UNKNOWN.reset(token)
+
+
+def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """``(path, model)`` for the models held by a field: itself, list items, dict values."""
+    if isinstance(value, BaseModel):
+        yield name, value
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _children(f"{name}[{i}]", item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _children(f"{name}.{key}", item)
+
+
+class LenientModel(BaseModel):
+    """A request model that ignores unknown fields, as Weave's do, but names them.
+
+    Unknown fields are accepted (``extra="allow"``) only to be listed, then dropped: they
+    never reach ``model_dump`` or the store. With :func:`collect_unknown_fields` active the
+    request's list of paths is kept, for the service's ``Warning`` header and log line.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    _unknown_fields: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _drop_unknown(self) -> LenientModel:
+        extra = self.__pydantic_extra__
+        sink = _UNKNOWN.get()
+        own = list(extra) if extra else []
+        if extra:
+            extra.clear()
+        if sink is None or not (own or sink.seen):
+            return self
+        sink.seen += len(own)
+        found = own + [
+            f"{path}.{field}"
+            for name in type(self).model_fields
+            for path, child in _children(name, getattr(self, name))
+            for field in getattr(child, "_unknown_fields", ())
+        ]
+        if found:
+            self._unknown_fields = tuple(found)
+            sink.paths = found
+        return self
+
+
+class CallsFilter(LenientModel):
     op_names: list[str] | None = None
     input_refs: list[str] | None = None
     output_refs: list[str] | None = None
@@ -59,17 +138,17 @@ class Query(BaseModel):
     expr_: dict[str, Any] = Field(alias="$expr")
 
 
-class _UsageReqBase(_Lenient):
-    project_id: str
+class _UsageReqBase(LenientModel):
+    project_id: WireStr
     include_costs: bool = Field(
         default=False, description="If true, include cost calculations in the usage."
     )
-    limit: int = Field(
+    limit: Int64 = Field(
         default=10_000,
         description="Maximum number of calls to process. Acts as a safety limit to prevent "
         "unbounded memory usage.",
     )
-    summary_usage: str | None = Field(
+    summary_usage: WireStr | None = Field(
         default=None,
         description="Extension. 'own' (default, as Weave) adds every call's stored "
         "summary.usage; 'auto' skips parents whose stored usage is exactly the sum of their "
@@ -92,7 +171,7 @@ class TraceUsageReq(_UsageReqBase):
 class CallsUsageReq(_UsageReqBase):
     """Request to compute aggregated usage for multiple root calls."""
 
-    call_ids: list[str] = Field(
+    call_ids: list[WireStr] = Field(
         description="Root call IDs to aggregate. Each result key corresponds to one input call ID."
     )
 
