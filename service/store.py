@@ -422,6 +422,12 @@ class CallStore:
         )
         return bytes(rows[0][0]) if rows else None
 
+    def projects(self) -> list[tuple[str, int]]:
+        """``(project_id, number of calls)`` of every project with calls, by project id."""
+        return self._fetch(
+            "SELECT project_id, count(*) FROM calls GROUP BY project_id ORDER BY project_id"
+        )
+
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
     frame = pl.from_arrow(table)
