@@ -2,7 +2,9 @@
 
 Field names, types and defaults follow weave 0.53.12's ``trace_server_interface`` so that
 Weave's own client and generated clients talk to this service unchanged. Like Weave's
-models, requests ignore unknown fields. ``SummaryInsertMap`` coerces usage counters as
+models, requests ignore unknown fields (the service names them in a ``Warning`` header).
+Strings are :data:`~engine.models.WireStr` and integers :data:`~engine.models.Int64`, so
+what cannot be stored is a 422 naming the field. ``SummaryInsertMap`` coerces usage counters as
 Weave does (``"12"`` -> 12, ``3.5`` rejected) and drops unknown keys inside a usage entry.
 """
 
@@ -15,15 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, with_config
 from typing_extensions import TypedDict
 
-from engine.models import Query
+from engine.models import Int64, LenientModel, Query, WireStr
 
 WB_USER_ID_DESCRIPTION = "Do not set directly. Server will automatically populate this field."
 
 
-class BaseModelStrict(BaseModel):
-    """Weave's request base: unknown additive fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
+class BaseModelStrict(LenientModel):
+    """Weave's request base: unknown additive fields are ignored (and named in a warning)."""
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -55,35 +55,35 @@ class SummaryInsertMap(ExtraKeysTypedDict, total=False):
 
 
 # --- calls ---------------------------------------------------------------------------------
-class StartedCallSchemaForInsert(BaseModel):
-    project_id: str
-    id: str | None = None  # generated when absent
-    op_name: str
-    display_name: str | None = None
-    trace_id: str | None = None  # generated when absent
-    parent_id: str | None = None
-    thread_id: str | None = None
-    turn_id: str | None = None
+class StartedCallSchemaForInsert(BaseModelStrict):
+    project_id: WireStr
+    id: WireStr | None = None  # generated when absent
+    op_name: WireStr
+    display_name: WireStr | None = None
+    trace_id: WireStr | None = None  # generated when absent
+    parent_id: WireStr | None = None
+    thread_id: WireStr | None = None
+    turn_id: WireStr | None = None
     started_at: datetime.datetime
     attributes: dict[str, Any]
     inputs: dict[str, Any]
     otel_dump: dict[str, Any] | None = None
-    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
-    wb_run_id: str | None = None
-    wb_run_step: int | None = None
+    wb_user_id: WireStr | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    wb_run_id: WireStr | None = None
+    wb_run_step: Int64 | None = None
 
 
-class EndedCallSchemaForInsert(BaseModel):
-    project_id: str
-    id: str
-    trace_id: str | None = None
+class EndedCallSchemaForInsert(BaseModelStrict):
+    project_id: WireStr
+    id: WireStr
+    trace_id: WireStr | None = None
     is_eval: bool | None = None
     ended_at: datetime.datetime
     started_at: datetime.datetime | None = None
-    exception: str | None = None
+    exception: WireStr | None = None
     output: Any | None = None
     summary: SummaryInsertMap
-    wb_run_step_end: int | None = None
+    wb_run_step_end: Int64 | None = None
 
     @field_serializer("summary")
     def serialize_typed_dicts(self, v: dict[str, Any]) -> dict[str, Any]:
@@ -94,29 +94,29 @@ class EndedCallSchemaForInsertWithStartedAt(EndedCallSchemaForInsert):
     """Weave's deprecated alias, still what its v2 ``call/end`` sends."""
 
 
-class CompletedCallSchemaForInsert(BaseModel):
+class CompletedCallSchemaForInsert(BaseModelStrict):
     """A call already finished when it is inserted (``calls/complete``)."""
 
-    project_id: str
-    id: str
-    trace_id: str
-    op_name: str
+    project_id: WireStr
+    id: WireStr
+    trace_id: WireStr
+    op_name: WireStr
     started_at: datetime.datetime
     ended_at: datetime.datetime
-    display_name: str | None = None
-    parent_id: str | None = None
-    thread_id: str | None = None
-    turn_id: str | None = None
+    display_name: WireStr | None = None
+    parent_id: WireStr | None = None
+    thread_id: WireStr | None = None
+    turn_id: WireStr | None = None
     attributes: dict[str, Any]
     inputs: dict[str, Any]
     output: Any | None = None
     summary: SummaryInsertMap
     otel_dump: dict[str, Any] | None = None
-    exception: str | None = None
-    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
-    wb_run_id: str | None = None
-    wb_run_step: int | None = None
-    wb_run_step_end: int | None = None
+    exception: WireStr | None = None
+    wb_user_id: WireStr | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    wb_run_id: WireStr | None = None
+    wb_run_step: Int64 | None = None
+    wb_run_step_end: Int64 | None = None
 
     @field_serializer("attributes", "summary", when_used="unless-none")
     def serialize_typed_dicts(self, v: dict[str, Any]) -> dict[str, Any]:
@@ -140,13 +140,13 @@ class CallEndRes(BaseModel):
     pass
 
 
-class CallBatchStartMode(BaseModel):
-    mode: str = "start"
+class CallBatchStartMode(BaseModelStrict):
+    mode: WireStr = "start"
     req: CallStartReq
 
 
-class CallBatchEndMode(BaseModel):
-    mode: str = "end"
+class CallBatchEndMode(BaseModelStrict):
+    mode: WireStr = "end"
     req: CallEndReq
 
 
@@ -158,7 +158,7 @@ class CallCreateBatchRes(BaseModel):
     res: list[CallStartRes | CallEndRes]
 
 
-class CallsUpsertCompleteReq(BaseModel):
+class CallsUpsertCompleteReq(BaseModelStrict):
     """A batch of completed calls."""
 
     batch: list[CompletedCallSchemaForInsert]
@@ -186,9 +186,9 @@ class CallEndV2Res(BaseModel):
 
 
 class CallsDeleteReq(BaseModelStrict):
-    project_id: str
-    call_ids: list[str]
-    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    project_id: WireStr
+    call_ids: list[WireStr]
+    wb_user_id: WireStr | None = Field(None, description=WB_USER_ID_DESCRIPTION)
 
 
 class CallsDeleteRes(BaseModel):
@@ -225,9 +225,9 @@ class CostCreateInput(BaseModelStrict):
 
 
 class CostCreateReq(BaseModelStrict):
-    project_id: str = Field(examples=["entity/project"])
-    costs: dict[str, CostCreateInput]
-    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    project_id: WireStr = Field(examples=["entity/project"])
+    costs: dict[WireStr, CostCreateInput]
+    wb_user_id: WireStr | None = Field(None, description=WB_USER_ID_DESCRIPTION)
 
 
 class CostCreateRes(BaseModel):
@@ -265,7 +265,7 @@ class CostQueryRes(BaseModel):
 
 
 class CostPurgeReq(BaseModelStrict):
-    project_id: str = Field(examples=["entity/project"])
+    project_id: WireStr = Field(examples=["entity/project"])
     query: Query
 
 
@@ -274,18 +274,18 @@ class CostPurgeRes(BaseModel):
 
 
 # --- objects and files ---------------------------------------------------------------------
-class ObjSchemaForInsert(BaseModel):
-    project_id: str
-    object_id: str
+class ObjSchemaForInsert(BaseModelStrict):
+    project_id: WireStr
+    object_id: WireStr
     val: Any
-    builtin_object_class: str | None = None
-    set_base_object_class: str | None = Field(exclude=True, default=None, deprecated=True)
-    expected_digest: str | None = Field(
+    builtin_object_class: WireStr | None = None
+    set_base_object_class: WireStr | None = Field(exclude=True, default=None, deprecated=True)
+    expected_digest: WireStr | None = Field(
         None,
         description="Client-computed digest for server-side validation. "
         "If provided, the server will verify it matches the server-computed digest.",
     )
-    wb_user_id: str | None = Field(None, description=WB_USER_ID_DESCRIPTION)
+    wb_user_id: WireStr | None = Field(None, description=WB_USER_ID_DESCRIPTION)
 
     def model_post_init(self, context: Any, /) -> None:
         """Weave's backward compatibility: ``set_base_object_class`` fills the new field."""
@@ -304,10 +304,10 @@ class ObjCreateRes(BaseModel):
 
 
 class FileCreateReq(BaseModelStrict):
-    project_id: str
-    name: str
+    project_id: WireStr
+    name: WireStr
     content: bytes
-    expected_digest: str | None = Field(
+    expected_digest: WireStr | None = Field(
         None, description="Client-computed file digest for server-side validation."
     )
 
