@@ -27,7 +27,7 @@ from engine.models import (
     TraceUsageReq,
 )
 from engine.pricing import cost_rows, default_prices, default_table, lookup_prices, price_table
-from engine.rollup import index_tree, rollup_rows
+from engine.rollup import Tree, index_tree, rollup_rows
 from engine.selection import select_calls
 from engine.serialize import json_chunks, to_dict, to_json
 from engine.usage import normalize, usage_from_json
@@ -161,10 +161,13 @@ def _compute(
         )
     rows = normalize(raw).collect(engine=s.ENGINE)
     tree = index_tree(tree_calls, rows.get_column(s.ID))  # also rejects repeated ids
+    kept = tree.row_call >= 0
+    if not kept.all():  # usage of calls outside the selection (all of it when none is)
+        rows, tree = rows.filter(pl.Series(kept)), Tree(tree.parent, tree.row_call[kept])
     group_keys = [s.MODEL]
     if include_costs:
         table = default_table() if prices is None else prices
-        started = selected.get_column(s.STARTED_AT).gather(np.maximum(tree.row_call, 0))
+        started = selected.get_column(s.STARTED_AT).gather(tree.row_call)
         keys = pl.DataFrame([rows.get_column(s.MODEL), started])
         rows = rows.hstack(lookup_prices(keys, table, project_id))
         group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
