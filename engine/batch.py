@@ -39,10 +39,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from engine import schema as s
-from engine.errors import InputDataError
+from engine.errors import InputDataError, InvalidRequestError
 from engine.io import (
     PROJECT_COLUMN,
-    iter_jsonl_calls,
+    jsonl_to_parquet,
     price_rows,
     read_price_rows,
     resolve_inputs,
@@ -333,6 +333,9 @@ def rollup_files(
     needs the calling script's work under ``if __name__ == "__main__":``. Temporary files
     go to ``tmp_dir`` (default: the system's).
     """
+    for name, value in (("buckets", buckets), ("bucket_rows", bucket_rows), ("workers", workers)):
+        if value is not None and value < 1:
+            raise InvalidRequestError(f"{name} must be at least 1, not {value}", path=name)
     options = make_options(
         include_costs=include_costs,
         prices=prices,
@@ -346,27 +349,18 @@ def rollup_files(
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="trace-usage-rollup-") as tmp:
         work = Path(tmp)
-        sources = [*parquet, *_jsonl_to_parquet(jsonl, work / "jsonl", options)]
+        sources = [*parquet, *jsonl_to_parquet(jsonl, work / "jsonl", options.columns())]
         calls = scan_parquet_calls(sources).select(options.columns())
         if options.project_id is not None:
             calls = calls.filter(pl.col(s.PROJECT_ID) == options.project_id)
-        total = calls.select(pl.len()).collect().item()
+        try:
+            total = calls.select(pl.len()).collect().item()
+        except pl.exceptions.PolarsError as err:
+            raise InputDataError(f"cannot read the calls: {err}") from err
         count = buckets or max(1, math.ceil(total / bucket_rows))
         parts = _partition(calls, work / "buckets", count)
         stats = _roll_buckets(parts, output, options, total, workers, progress)
     return RollupStats(stats[0], stats[1], stats[2], count)
-
-
-def _jsonl_to_parquet(files: list[Path], folder: Path, options: RollupOptions) -> list[Path]:
-    """JSON Lines inputs as Parquet chunks, so one streaming scan reads every input."""
-    written = []
-    for i, path in enumerate(files):
-        for j, chunk in enumerate(iter_jsonl_calls(path)):
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{i:06d}-{j:06d}.parquet"
-            chunk.select(options.columns()).write_parquet(target)
-            written.append(target)
-    return written
 
 
 def _partition(calls: pl.LazyFrame, folder: Path, count: int) -> list[Path]:

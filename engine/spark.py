@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from engine import schema as s
 from engine.batch import PricesArg, RollupOptions, make_options, rollup_traces
 from engine.errors import InputDataError
-from engine.io import iter_jsonl_calls, resolve_inputs
+from engine.io import check_parquet, conform_calls, jsonl_to_parquet, resolve_inputs
 
 _BUCKET = "__bucket"
 # output dtype -> (Spark type, the Arrow type Spark expects back: plain strings, not views)
@@ -50,7 +50,9 @@ def output_schema() -> T.StructType:
 
 def _roll_group(options: RollupOptions, table: pa.Table) -> pa.Table:
     """One Spark group (whole traces) through the engine."""
-    calls = s.conform(pl.from_arrow(table).lazy(), s.CALL_SCHEMA, "calls").collect()
+    frame = pl.DataFrame(pl.from_arrow(table))
+    schema = pl.Schema({n: t for n, t in frame.schema.items() if n in s.CALL_SCHEMA})
+    calls = conform_calls(frame.lazy(), schema, "calls").collect()
     return rollup_traces(calls, options).to_arrow().cast(_ARROW_SCHEMA)
 
 
@@ -116,13 +118,9 @@ def local_session(master: str = "local[*]") -> SparkSession:
 def read_calls_spark(spark: SparkSession, inputs: Iterable[str | Path], work: Path) -> DataFrame:
     """Parquet and JSON Lines inputs as one Spark DataFrame (JSON Lines via Parquet in ``work``)."""
     parquet, jsonl = resolve_inputs(inputs)
-    paths = [str(p) for p in parquet]
-    for i, path in enumerate(jsonl):
-        for j, chunk in enumerate(iter_jsonl_calls(path)):
-            work.mkdir(parents=True, exist_ok=True)
-            target = work / f"{i:06d}-{j:06d}.parquet"
-            chunk.write_parquet(target)
-            paths.append(str(target))
+    for path in parquet:
+        check_parquet(path)
+    paths = [str(p) for p in (*parquet, *jsonl_to_parquet(jsonl, work))]
     return spark.read.option("mergeSchema", "true").parquet(*paths)
 
 

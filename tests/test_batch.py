@@ -65,9 +65,15 @@ def calls_frame(calls: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def write_jsonl(calls: list[dict[str, Any]], path: Path) -> Path:
-    """Calls as JSON Lines (gzip when ``path`` ends in .gz), start-only ones as such."""
+    """Calls as JSON Lines (gzip when ``path`` ends in .gz), start-only ones as such.
+
+    End-only calls (no ``op_name``, never selectable) are left out: a line is a start or a
+    complete call, and a missing parent ends a chain just as an unselectable one does.
+    """
     lines = []
     for call in calls:
+        if call.get("op_name") is None:
+            continue
         record = {k: v for k, v in call.items() if v is not None or k == "parent_id"}
         if record.get("ended_at") is None:
             record = {k: v for k, v in record.items() if k not in ("summary", "output")}
@@ -369,7 +375,7 @@ def test_jsonl_reads_timestamps_and_json_columns(tmp_path: Path) -> None:
     [
         ("[1, 2]\n", "JSON object"),
         ("{not json\n", "not JSON"),
-        ('{"id": "a", "started_at": "yesterday"}\n', "timestamp"),
+        ('{"id": "a", "project_id": "e/p", "op_name": "o", "started_at": "yesterday"}\n', "ISO 8601"),
     ],
 )
 def test_bad_jsonl_is_input_data_error(tmp_path: Path, text: str, message: str) -> None:
