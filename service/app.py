@@ -32,7 +32,7 @@ from service import metrics as metrics_routes
 from service.auth import KeyStore
 from service.metrics import Metrics
 from service.middleware import AccessMiddleware, BodyLimitMiddleware, JsonBodyMiddleware
-from service.routes import costs, health, ingest, objects, usage
+from service.routes import calls, costs, health, ingest, objects, pages, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
 
@@ -125,6 +125,8 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
         title="trace-usage",
         summary="Weave's /trace/usage and /calls/usage over an embedded store.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by service.routes.pages
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -132,8 +134,9 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.state.metrics = Metrics(store.stats)
     app.state.usage_cache = AnswerCache(settings.cache_size)
     app.include_router(health.router)
-    for module in (usage, ingest, costs, objects, metrics_routes):
+    for module in (usage, calls, ingest, costs, objects, metrics_routes):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    pages.install(app)
     handlers: dict[Any, Any] = {
         TraceUsageError: _on_engine_error,
         StarletteHTTPException: _on_http_error,
