@@ -7,6 +7,8 @@ flag ``--<name>``; flags win over the environment. Nothing reads settings at imp
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DB_FILE = "trace_usage.duckdb"
 KEYS_FILE = "keys.json"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class Settings(BaseSettings):
@@ -57,5 +58,28 @@ class Settings(BaseSettings):
 
     @property
     def is_loopback(self) -> bool:
-        """Whether only this machine can reach the server."""
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        """Whether only this machine can reach the server: ``host`` resolves, and only to
+        loopback addresses (``127.evil.com`` is a name like any other)."""
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address; False if it names none.
+
+    Examples
+    --------
+    >>> is_loopback_host("127.0.0.2"), is_loopback_host("::1"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    >>> is_loopback_host("127.evil.invalid")
+    False
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0].split("%", 1)[0] for info in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
