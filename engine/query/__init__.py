@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from engine.query.ast import Node
 from engine.query.compile import compile_predicate
-from engine.query.fields import Ctx
+from engine.query.fields import CALL_FIELDS, MAX_COMPILED, MAX_PATH_PARTS, Ctx, TableFields
 from engine.query.parse import MAX_DEPTH, MAX_NODES, parse_query
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Ctx", "Node", "compile_predicate", "parse_query"]
+__all__ = [
+    "CALL_FIELDS",
+    "MAX_COMPILED",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_PATH_PARTS",
+    "Ctx",
+    "Node",
+    "TableFields",
+    "compile_predicate",
+    "parse_query",
+]

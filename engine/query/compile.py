@@ -4,8 +4,13 @@ The reference (weave 0.53.12 ``_compile_calls_query``) evaluates each operand to
 value and compares with ClickHouse semantics (``_ch_compare``): a NULL side gives NULL,
 numbers (bools count as 0/1) compare with numbers, a number against anything else is NULL,
 and other mismatched types are unequal and unordered. Here every operand compiles to a
-:class:`~engine.query.fields.Val` whose ``kind`` is that Python type, so those rules are
+:class:`~engine.query.values.Val` whose ``kind`` is that Python type, so those rules are
 decided once at compile time and each row only runs vectorised expressions.
+
+The compiled size is linear in the query: each rule reads each operand's expression once,
+or binds it to a helper column first (:meth:`Ctx.bind`), so nesting never copies a subtree.
+Field names go to the context's resolver (``ctx.fields``): calls and price rows share this
+compiler.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import polars as pl
 
 from engine import schema as s
 from engine.errors import QueryParseError, UnsupportedQueryError
-from engine.query import fields
 from engine.query.ast import (
     And,
     CastTo,
@@ -33,41 +37,60 @@ from engine.query.ast import (
     Or,
     Size,
 )
-from engine.query.fields import NUMERIC, Ctx, Kind, Val
+from engine.query.casts import cast_text
+from engine.query.fields import Ctx
+from engine.query.render import to_python_str
+from engine.query.values import NUMERIC, Kind, Val
 
 _INT64 = (-(2**63), 2**63 - 1)
 _NULL_BOOL = pl.lit(None, pl.Boolean)
 
 
 def compile_predicate(node: Node, ctx: Ctx) -> pl.Expr:
-    """The rows a query keeps: its value must be truthy (NULL, 0, '' and false are not)."""
+    """The rows a query keeps: its value must be truthy (NULL, 0, '' and false are not).
+
+    Examples
+    --------
+    >>> from engine.query.parse import parse_query
+    >>> ctx = Ctx()
+    >>> pred = compile_predicate(parse_query({"$not": [{"$getField": "op_name"}]}), ctx)
+    >>> frame = pl.LazyFrame({"op_name": ["a", "", None]})
+    >>> ctx.apply(frame).filter(pred).collect()["op_name"].to_list()
+    ['']
+    """
     return truthy(to_val(node, ctx))
 
 
-@singledispatch
 def to_val(node: Node, ctx: Ctx) -> Val:
+    """The compiled value of ``node``; every node counts towards the compiled size."""
+    ctx.charge(1, getattr(node, "where", ""))
+    return _to_val(node, ctx)
+
+
+@singledispatch
+def _to_val(node: Node, ctx: Ctx) -> Val:
     raise UnsupportedQueryError(f"unsupported query node {type(node).__name__}")
 
 
-@to_val.register
+@_to_val.register
 def _(node: Literal, ctx: Ctx) -> Val:
     return literal(node.value, node.where)
 
 
-@to_val.register
+@_to_val.register
 def _(node: GetField, ctx: Ctx) -> Val:
-    return fields.resolve(node.name, ctx, node.where)
+    return ctx.fields.resolve(node.name, ctx, node.where)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Convert, ctx: Ctx) -> Val:
     inner = to_val(node.input, ctx)
     if node.to == "exists":
         return Val(inner.expr.is_not_null(), Kind.BOOL)
-    return fields.cast_text(fields.to_python_str(inner), node.to)
+    return cast_text(ctx.bind(to_python_str(ctx.bound(inner))), node.to)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Size, ctx: Ctx) -> Val:
     inner = to_val(node.input, ctx)
     if inner.kind is Kind.STR:
@@ -81,42 +104,41 @@ def _(node: Size, ctx: Ctx) -> Val:
     )
 
 
-@to_val.register
+@_to_val.register
 def _(node: And, ctx: Ctx) -> Val:
     if len(node.items) == 1:
         return to_val(node.items[0], ctx)
     return Val(pl.all_horizontal([truthy(to_val(i, ctx)) for i in node.items]), Kind.BOOL)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Or, ctx: Ctx) -> Val:
     if len(node.items) == 1:
         return to_val(node.items[0], ctx)
     return Val(pl.any_horizontal([truthy(to_val(i, ctx)) for i in node.items]), Kind.BOOL)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Not, ctx: Ctx) -> Val:
-    inner = to_val(node.item, ctx)
-    return Val(pl.when(inner.expr.is_not_null()).then(~truthy(inner)), Kind.BOOL)
+    return Val(falsy(to_val(node.item, ctx)), Kind.BOOL)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Compare, ctx: Ctx) -> Val:
     if node.op == "eq" and isinstance(node.right, Literal) and node.right.value is None:
         return Val(to_val(node.left, ctx).expr.is_null(), Kind.BOOL)
     left, right = node.left, node.right
-    dated = _datetime_literals(node)
+    dated = _datetime_literals(node, ctx)
     if dated is not None:
         lhs = dated[0] if dated[0] is not None else to_val(left, ctx)
         rhs = dated[1] if dated[1] is not None else to_val(right, ctx)
     else:
         lhs = _operand(left, _literal_cast(right), ctx)
         rhs = _operand(right, _literal_cast(left), ctx)
-    return Val(compare(lhs, rhs, node.op), Kind.BOOL)
+    return Val(compare(lhs, rhs, node.op, ctx), Kind.BOOL)
 
 
-@to_val.register
+@_to_val.register
 def _(node: In, ctx: Ctx) -> Val:
     casts = {_literal_cast(item) for item in node.items}
     shared: CastTo | None = None
@@ -124,17 +146,17 @@ def _(node: In, ctx: Ctx) -> Val:
         shared = "double"
     elif len(casts) == 1:
         shared = casts.pop()
-    lhs = _operand(node.left, shared, ctx)
+    lhs = ctx.bound(_operand(node.left, shared, ctx))
     items = [to_val(item, ctx) for item in node.items]
     if all(isinstance(item, Literal) for item in node.items):
         hit = _in_literals(lhs, [item.value for item in node.items])  # type: ignore[union-attr]
     else:
-        hits = [compare(lhs, item, "eq").fill_null(False) for item in items]
+        hits = [compare(lhs, item, "eq", ctx).fill_null(False) for item in items]
         hit = pl.any_horizontal(hits) if hits else pl.lit(False)
     return Val(pl.when(lhs.expr.is_not_null()).then(hit), Kind.BOOL)
 
 
-@to_val.register
+@_to_val.register
 def _(node: Contains, ctx: Ctx) -> Val:
     haystack, needle = to_val(node.input, ctx), to_val(node.substr, ctx)
     if haystack.kind is not Kind.STR or needle.kind is not Kind.STR:
@@ -181,6 +203,22 @@ def truthy(val: Val) -> pl.Expr:
     return out.fill_null(False)
 
 
+def falsy(val: Val) -> pl.Expr:
+    """``$not``: NULL stays NULL, else ``not bool(value)``; reads ``val.expr`` once."""
+    e = val.expr
+    if val.kind is Kind.BOOL:
+        return ~e
+    if val.kind in (Kind.INT, Kind.FLOAT):
+        return e == 0
+    if val.kind is Kind.STR:
+        return e.str.len_bytes() == 0
+    if val.kind is Kind.LIST:
+        return e.list.len() == 0
+    if val.kind is Kind.DATETIME:
+        return pl.when(e.is_not_null()).then(pl.lit(False))
+    return _NULL_BOOL
+
+
 def _literal_cast(node: Node) -> CastTo | None:
     """The cast a JSON field takes when compared with this literal."""
     if not isinstance(node, Literal):
@@ -196,15 +234,16 @@ def _literal_cast(node: Node) -> CastTo | None:
 
 def _operand(node: Node, cast: CastTo | None, ctx: Ctx) -> Val:
     """An operand, with a JSON field cast as the literal on the other side asks."""
-    if cast is not None and isinstance(node, GetField) and fields.is_json_field(node.name):
-        return fields.cast_text(fields.resolve(node.name, ctx, node.where).expr, cast)
+    if cast is not None and isinstance(node, GetField) and ctx.fields.is_json(node.name):
+        ctx.charge(1, node.where)
+        return cast_text(ctx.fields.resolve(node.name, ctx, node.where).expr, cast)
     return to_val(node, ctx)
 
 
-def _datetime_literals(node: Compare) -> tuple[Val | None, Val | None] | None:
+def _datetime_literals(node: Compare, ctx: Ctx) -> tuple[Val | None, Val | None] | None:
     """Literal sides turned into datetimes when the other side is a datetime column."""
     sides = (node.left, node.right)
-    if not any(isinstance(n, GetField) and fields.is_datetime_field(n.name) for n in sides):
+    if not any(isinstance(n, GetField) and ctx.fields.is_datetime(n.name) for n in sides):
         return None
     out: list[Val | None] = [None, None]
     for i, n in enumerate(sides):
@@ -247,12 +286,12 @@ _CMP = {
 }
 
 
-def compare(lhs: Val, rhs: Val, op: str) -> pl.Expr:
+def compare(lhs: Val, rhs: Val, op: str, ctx: Ctx) -> pl.Expr:
     """``_ch_compare``: typed comparison with NULL propagation."""
     if Kind.NULL in (lhs.kind, rhs.kind):
         return _NULL_BOOL
     if lhs.kind in NUMERIC and rhs.kind in NUMERIC:
-        return _numeric(lhs, rhs, op)
+        return _numeric(lhs, rhs, op, ctx)
     if lhs.kind in NUMERIC or rhs.kind in NUMERIC:
         return _NULL_BOOL
     a, b = lhs.expr, rhs.expr
@@ -266,14 +305,12 @@ def compare(lhs: Val, rhs: Val, op: str) -> pl.Expr:
     return _NULL_BOOL
 
 
-def _numeric(lhs: Val, rhs: Val, op: str) -> pl.Expr:
-    floating = Kind.FLOAT in (lhs.kind, rhs.kind)
-    dtype = pl.Float64 if floating else pl.Int64
-    a, b = lhs.expr.cast(dtype), rhs.expr.cast(dtype)
-    out = _CMP[op](a, b)
-    if floating:  # NaN is unequal and unordered in Python; Polars orders it last
-        return pl.when(a.is_nan() | b.is_nan()).then(pl.lit(False)).otherwise(out)
-    return out
+def _numeric(lhs: Val, rhs: Val, op: str, ctx: Ctx) -> pl.Expr:
+    if Kind.FLOAT not in (lhs.kind, rhs.kind):
+        return _CMP[op](lhs.expr.cast(pl.Int64), rhs.expr.cast(pl.Int64))
+    # NaN is unequal and unordered in Python; Polars orders it last
+    a, b = ctx.bind(lhs.expr).cast(pl.Float64), ctx.bind(rhs.expr).cast(pl.Float64)
+    return pl.when(a.is_nan() | b.is_nan()).then(pl.lit(False)).otherwise(_CMP[op](a, b))
 
 
 def _in_literals(lhs: Val, values: list[Any]) -> pl.Expr:
