@@ -75,14 +75,13 @@ def input_format(path: Path) -> Format:
     )
 
 
-def resolve_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Split ``inputs`` (files, directories, globs) into Parquet and JSON Lines files.
+def input_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Format]]:
+    """The files of ``inputs`` (files, directories, globs), in order, with their format.
 
     A directory contributes every Parquet or JSON Lines file below it (by suffix); a named
     or globbed file of another suffix is read by its content (:func:`input_format`).
     """
-    parquet: list[Path] = []
-    jsonl: list[Path] = []
+    files: list[tuple[Path, Format]] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
@@ -94,9 +93,14 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path]
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not found:
                 raise InputDataError(f"no input matches {text!r}")
-        for file in found:
-            (parquet if input_format(file) == "parquet" else jsonl).append(file)
-    return parquet, jsonl
+        files.extend((file, input_format(file)) for file in found)
+    return files
+
+
+def resolve_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The files of ``inputs`` (:func:`input_files`), split into Parquet and JSON Lines."""
+    files = input_files(inputs)
+    return [p for p, f in files if f == "parquet"], [p for p, f in files if f == "jsonl"]
 
 
 def open_calls_file(path: Path) -> tuple[IO[bytes], IO[bytes]]:
@@ -387,6 +391,14 @@ def scan_parquet_calls(files: Iterable[Path]) -> pl.LazyFrame:
     if not frames:
         return s.empty(s.CALL_SCHEMA).lazy()
     return pl.concat(frames, how="vertical")
+
+
+def parquet_rows(path: Path) -> int:
+    """How many rows a Parquet file holds (from its footer)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputDataError(f"{path}: not a readable Parquet file: {err}") from err
 
 
 def parquet_call_batches(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:

@@ -69,7 +69,7 @@ def test_jsonl_import_is_idempotent_and_batched(store: CallStore, tmp_path: Path
     calls = [_line(f"c{i}", ended=i % 3 != 0, parent_id="c1" if i > 1 else None) for i in range(25)]
     path = _write_jsonl(tmp_path / "calls.jsonl", calls, gz)
     ticks: list[int] = []
-    stats = import_files(store, [path], batch_rows=10, progress=lambda p, total: ticks.append)
+    stats = import_files(store, [path], batch_rows=10, progress=lambda p, total, unit: ticks.append)
     assert (stats.rows, stats.batches) == (25, 3)
     assert sum(ticks) == path.stat().st_size
     first = _snapshot(store)
@@ -95,9 +95,9 @@ def test_a_start_only_line_keeps_a_stored_end(store: CallStore, tmp_path: Path) 
 def test_bad_lines_name_file_and_line(store: CallStore, tmp_path: Path) -> None:
     good = json.dumps(_line("a"))
     for body, reason in (
-        (good + "\n{not json\n", "invalid JSON"),
+        (good + "\n{not json\n", "not JSON"),
         (good + "\n" + json.dumps(_line("b") | {"started_at": "yesterday"}), "ISO 8601"),
-        (good + "\n" + json.dumps({"id": "x", "project_id": PROJECT}), "missing 'op_name'"),
+        (good + "\n" + json.dumps({"id": "x", "project_id": PROJECT}), "missing column 'op_name'"),
         (good + "\n[1, 2]", "one JSON object"),
     ):
         path = tmp_path / "bad.jsonl"

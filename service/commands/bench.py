@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         from benchmarks.run import RESULTS_DIR, Plan
         from benchmarks.run import run as run_benchmarks
     except ModuleNotFoundError as err:
-        return missing_extra("bench", err, "test,bench")
+        raise missing_extra(err, "test,bench") from err
 
     plan = Plan.quick(args.only) if args.quick else Plan(only=args.only)
     if args.sizes:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from service.auth import ApiKey, KeyStore
-from service.settings import Settings
+from service.commands import CommandError, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +43,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _keys(args: argparse.Namespace) -> KeyStore:
-    settings = Settings() if args.data_dir is None else Settings(data_dir=args.data_dir)
+    settings = load_settings(**({} if args.data_dir is None else {"data_dir": args.data_dir}))
     return KeyStore(settings.keys_path)
+
+
+# what a pattern's wildcards become in the sample command of a key with no literal project
+_SAMPLE_FILL = {"*": "project", "?": "x"}
+
+
+def sample_project(record: ApiKey) -> tuple[str, str | None]:
+    """A project the key grants, for its sample command, and a note when it is made up:
+    the first literal project, else the first pattern with its wildcards filled in.
+
+    Examples
+    --------
+    >>> key = ApiKey("id", "ada", ("demo/*", "acme/agents"), "", "")
+    >>> sample_project(key)
+    ('acme/agents', None)
+    >>> sample_project(ApiKey("id", "ada", ("demo/*",), "", ""))[0]
+    'demo/project'
+    """
+    literal = next((p for p in record.projects if not any(c in p for c in "*?[")), None)
+    if literal is not None:
+        return literal, None
+    pattern = record.projects[0]
+    filled = "".join(_SAMPLE_FILL.get(c, c) for c in pattern)
+    if "/" not in filled:
+        filled = f"{filled}/project" if filled else "entity/project"
+    if not record.grants(filled):
+        return filled, f"replace {filled!r} by a project that {pattern!r} matches"
+    return filled, f"{filled!r} stands for any project that {pattern!r} matches"
 
 
 def print_new_key(record: ApiKey, secret: str, url: str = "http://127.0.0.1:8000") -> None:
@@ -54,15 +82,20 @@ def print_new_key(record: ApiKey, secret: str, url: str = "http://127.0.0.1:8000
     print(f"projects: {' '.join(record.projects)}")
     print(f"api key:  {secret}")
     print("Store the key now: it is not shown again. Authenticate with HTTP Basic auth, e.g.")
-    project = next((p for p in record.projects if "*" not in p), "entity/project")
+    project, note = sample_project(record)
     print(
         f"  curl -u '{record.user}:{secret}' {url}/trace/usage "
         f'-d \'{{"project_id": "{project}"}}\''
     )
+    if note:
+        print(f"  ({note})")
 
 
 def _add(args: argparse.Namespace) -> int:
-    record, secret = _keys(args).add(args.user, args.projects)
+    try:
+        record, secret = _keys(args).add(args.user, args.projects)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
     print_new_key(record, secret)
     return 0
 

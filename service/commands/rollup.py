@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from engine.errors import TraceUsageError
-from service.commands import missing_extra
+from engine.errors import InputDataError, TraceUsageError
+from service.commands import CommandError, missing_extra, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,15 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--master", default="local[*]", help="Spark master (--engine spark)")
     parser.add_argument(
         "--buckets",
-        type=int,
+        type=positive_int,
         help="hash buckets of traces (polars default: by --bucket-rows; spark default: one "
         "group per trace)",
     )
     parser.add_argument(
-        "--bucket-rows", type=int, default=500_000, help="calls per bucket (polars)"
+        "--bucket-rows", type=positive_int, default=500_000, help="calls per bucket (polars)"
     )
     parser.add_argument(
-        "--workers", type=int, help="worker processes (polars; default: one per CPU)"
+        "--workers", type=positive_int, help="worker processes (polars; default: one per CPU)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -61,7 +61,10 @@ def _json(text: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the rollup; engine errors are reported as one line and exit code 2."""
+    """Run the rollup. Inputs that do not exist or whose format cannot be told, and bad
+    options, end with exit code 2; unreadable input with 1 (one line each)."""
+    from engine.io import input_files
+
     common = {
         "include_costs": args.include_costs,
         "prices": args.prices,
@@ -71,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
         "summary_usage": args.summary_usage,
     }
     try:
+        input_files(args.inputs)
+    except InputDataError as err:
+        raise CommandError(str(err)) from err
+    try:
         if args.engine == "spark":
             try:
                 from engine.spark import rollup_spark_files
             except ModuleNotFoundError as err:
-                return missing_extra("rollup --engine spark", err, "spark")
+                raise missing_extra(err, "spark") from err
 
             rollup_spark_files(
                 args.inputs, args.output, master=args.master, buckets=args.buckets, **common
@@ -93,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             **common,
         )
+    except InputDataError as err:
+        raise CommandError(str(err), code=1) from err
     except TraceUsageError as err:
-        print(f"trace-usage rollup: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from err
     print(
         f"wrote {stats.rows} rows for {stats.calls} calls in {stats.traces} traces "
         f"to {args.output}",

@@ -1,20 +1,21 @@
 """``trace-usage serve``: run the service under uvicorn.
 
 Every :class:`service.settings.Settings` field is a flag here (``--max-body-bytes``) and an
-environment variable (``TRACE_USAGE_MAX_BODY_BYTES``); flags win. The resolved settings are
-exported to the environment so that each uvicorn worker builds the same app
-(``service.app:app_from_env``).
+environment variable (``TRACE_USAGE_MAX_BODY_BYTES``); flags win. The app (and so the
+store) is built here, before uvicorn starts, so that a bad setting or a store that cannot
+be opened ends the command with one line and a non-zero exit code, not a traceback; the
+store takes one process, so there is one uvicorn process.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from typing import Any, Literal, get_args, get_origin
 
 from service.auth import KeyStore
+from service.commands import CommandError, load_settings
 from service.commands.keys import print_new_key
 from service.settings import Settings
 
@@ -57,7 +58,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from flags, falling back to ``TRACE_USAGE_*`` and then the defaults."""
     given = {n: getattr(args, n) for n in Settings.model_fields if getattr(args, n) is not None}
-    return Settings(**given)
+    return load_settings(**given)
 
 
 def seed(settings: Settings, keys: KeyStore) -> None:
@@ -123,26 +124,28 @@ def refusal(settings: Settings, keys: KeyStore) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Seed if asked, refuse an open address without keys, then hand over to uvicorn."""
+    settings = settings_from_args(args)  # before the imports: a bad setting ends it fast
     import uvicorn
 
-    settings = settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from service.app import create_app
+    from service.store import StoreLockedError
+
     keys = KeyStore(settings.keys_path)
-    if args.seed_sample:
-        seed(settings, keys)
-    problem = refusal(settings, keys)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    for name, value in settings.model_dump().items():
-        os.environ[f"TRACE_USAGE_{name.upper()}"] = str(value)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if args.seed_sample:
+            seed(settings, keys)
+        problem = refusal(settings, keys)
+        if problem:
+            raise CommandError(problem)
+        app = create_app(settings)
+    except (StoreLockedError, OSError) as err:
+        raise CommandError(str(err), code=1) from err
     sys.stdout.flush()
     uvicorn.run(
-        "service.app:app_from_env",
-        factory=True,
+        app,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
         log_config=_log_config(settings.log_level),
         log_level=settings.log_level,
         access_log=False,
