@@ -38,3 +38,7 @@ class InputDataError(TraceUsageError):
 
 class NotFoundError(TraceUsageError):
     """Unknown project, call or object."""
+
+
+class AnswerTooLargeError(TraceUsageError):
+    """A complete answer needs more calls than the request's ``limit`` allows (HTTP 413)."""

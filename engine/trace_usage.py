@@ -8,7 +8,7 @@ the caller has one (the store does) and parsed from ``summary`` otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from engine import schema as s
 from engine.client_rollup import drop_client_rollups
-from engine.errors import InputDataError, InvalidRequestError
+from engine.errors import AnswerTooLargeError, InputDataError, InvalidRequestError
 from engine.models import (
     SUMMARY_USAGE_MODES,
     CallsFilter,
@@ -64,13 +64,16 @@ class UsageResult:
     ``call_ids`` lists every call in the answer, in answer order; ``usage`` has one row per
     (call, model) in :data:`engine.schema.RESULT_SCHEMA` (costs null unless requested).
     ``call_index``, when known, is the row number in ``call_ids`` of each ``usage`` row
-    (non-decreasing), which spares serialization a join.
+    (non-decreasing), which spares serialization a join. ``truncated_from`` is the number
+    of calls the selection held when ``limit`` cut it (the body does not say so: Weave's
+    shape has no field for it), else None.
     """
 
     call_ids: pl.Series
     usage: pl.DataFrame
     unfinished_call_ids: list[str]
     call_index: np.ndarray | None = None
+    truncated_from: int | None = None
 
     @_engine_call
     def to_json(self) -> bytes:
@@ -127,19 +130,58 @@ def _ordered(calls: pl.LazyFrame, limit: int) -> pl.LazyFrame:
     return calls.head(limit) if limit > 0 else calls
 
 
-def _select(calls: pl.LazyFrame, limit: int, parse_summary: bool) -> pl.DataFrame:
-    """The selected calls in answer order (``started_at``, ``id``), first ``limit`` when
-    positive, with only the columns the answer needs.
+def _select(calls: pl.LazyFrame, parse_summary: bool, *extra: str) -> pl.DataFrame:
+    """The selected calls in answer order (``started_at``, ``id``), with only the columns
+    the answer needs (and ``extra``).
 
     Stores keep calls in the order they started, so the sort is skipped when ``started_at``
     is already strictly increasing (which fixes the order without looking at ids).
     """
-    needed = [s.ID, s.PARENT_ID, s.STARTED_AT, s.ENDED_AT, *([s.SUMMARY] * parse_summary)]
+    needed = [s.ID, s.PARENT_ID, s.STARTED_AT, s.ENDED_AT, *([s.SUMMARY] * parse_summary), *extra]
     frame = calls.select(needed).collect(engine=s.ENGINE)
     started = frame.get_column(s.STARTED_AT).to_physical().to_numpy()
     if not (started[1:] > started[:-1]).all():
         frame = frame.sort(s.STARTED_AT, s.ID)
-    return frame.head(limit) if limit > 0 else frame
+    return frame
+
+
+_BATCH = "__batch"
+
+
+def _batched(selected: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """``selected`` (with ``trace_id``) as weave 0.53.12's ``calls_usage`` rolls it up when
+    it holds more than ``limit`` calls: the sorted trace ids are halved until each batch
+    holds at most ``limit`` calls, and each batch is rolled up alone, so a parent in another
+    batch ends the chain. A single trace over ``limit`` cannot be answered completely.
+    """
+    sizes = dict(selected.group_by(s.TRACE_ID).len().iter_rows())
+    for trace, size in sizes.items():
+        if size > limit:
+            raise AnswerTooLargeError(
+                f"cannot compute complete usage: trace {trace!r} has {size} calls, more than "
+                f"the limit of {limit}; increase limit and retry",
+                path="limit",
+            )
+    batch_of: dict[str, int] = {}
+    pending = [sorted(sizes)]
+    while pending:
+        batch = pending.pop()
+        if sum(sizes[t] for t in batch) > limit:
+            pending += [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        else:
+            batch_of.update(dict.fromkeys(batch, len(batch_of)))
+    batches = pl.DataFrame(
+        {s.TRACE_ID: list(batch_of), _BATCH: list(batch_of.values())},
+        schema={s.TRACE_ID: pl.String, _BATCH: pl.Int64},
+    )
+    with_batch = selected.join(batches, on=s.TRACE_ID, how="left", maintain_order="left")
+    parents = with_batch.select(pl.col(s.ID).alias(s.PARENT_ID), pl.col(_BATCH).alias("__up"))
+    same_batch = pl.col("__up") == pl.col(_BATCH)
+    return (
+        with_batch.join(parents, on=s.PARENT_ID, how="left", maintain_order="left")
+        .with_columns(pl.when(same_batch).then(pl.col(s.PARENT_ID)).alias(s.PARENT_ID))
+        .select(selected.columns)
+    )
 
 
 def _compute(
@@ -222,8 +264,17 @@ def trace_usage(
     req = _parse(TraceUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
     picked = select_calls(_candidates(calls, req.project_id), req.filter, req.query)
-    selected = _select(picked, req.limit, usage is None)
-    return _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
+    selected = _select(picked, usage is None)
+    cut = 0 < req.limit < selected.height
+    result = _compute(
+        selected.head(req.limit) if cut else selected,
+        usage,
+        prices,
+        req.project_id,
+        req.include_costs,
+        mode,
+    )
+    return replace(result, truncated_from=selected.height) if cut else result
 
 
 @_engine_call
@@ -238,10 +289,15 @@ def calls_usage(
     """Usage of each requested call over every call of its trace (``/calls/usage``).
 
     Ids that are not found answer ``{}``; ``unfinished_call_ids`` covers every call
-    considered, as in the reference.
+    considered, as in the reference. Never partial, as weave 0.53.12: ``limit`` must be
+    positive, and a trace of more than ``limit`` calls raises ``AnswerTooLargeError``.
     """
     req = _parse(CallsUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
+    if req.limit < 1:
+        raise InvalidRequestError(
+            f"the usage aggregation limit must be positive, not {req.limit}", path="limit"
+        )
     wanted = pl.Series(s.ID, list(dict.fromkeys(req.call_ids)), dtype=pl.String)
     empty = UsageResult(wanted, s.empty(s.RESULT_SCHEMA), [])
     if not req.call_ids:
@@ -254,7 +310,9 @@ def calls_usage(
     if trace_ids.len() == 0:
         return empty
     traces = CallsFilter(trace_ids=trace_ids.to_list())
-    selected = _select(select_calls(candidates, traces, None), req.limit, usage is None)
+    selected = _select(select_calls(candidates, traces, None), usage is None, s.TRACE_ID)
+    if selected.height > req.limit:
+        selected = _batched(selected, req.limit)
     result = _compute(selected, usage, prices, req.project_id, req.include_costs, mode)
     return UsageResult(
         wanted,

@@ -5,6 +5,10 @@ down to the store, and return the engine's JSON bytes untouched (``response_mode
 documents the shape); big bodies are streamed as they are written. Repeated polls of an
 unchanged store are served from a small LRU keyed by the request and ``store.version()``,
 which every ingest bumps.
+
+Weave's ``/trace/usage`` cuts the selection at ``limit`` without a word; the body keeps
+Weave's shape, and a cut answer carries :data:`TRUNCATED` and :data:`SELECTED_CALLS`
+headers. ``/calls/usage`` is never partial (weave 0.53.12): a trace over ``limit`` is a 413.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import TYPE_CHECKING
 import anyio
 import polars as pl
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from engine import schema as s
+from engine.errors import AnswerTooLargeError
 from engine.models import CallsUsageReq, CallsUsageRes, TraceUsageReq, TraceUsageRes
 from engine.selection import columns_read
 from engine.trace_usage import UsageResult, calls_usage, trace_usage
@@ -33,7 +38,12 @@ if TYPE_CHECKING:
     from service.store import CallStore
 
 JSON = "application/json"
+TRUNCATED = "X-Trace-Usage-Truncated"  # "true" when ``limit`` cut the selection
+SELECTED_CALLS = "X-Trace-Usage-Selected-Calls"  # how many calls it held before the cut
 router = APIRouter(tags=["usage"])
+
+
+Kept = tuple[bytes, int] | tuple[bytes, int, dict[str, str]]
 
 
 class AnswerCache:
@@ -53,22 +63,25 @@ class AnswerCache:
     def __init__(self, size: int, max_bytes: int = 4 * 1024 * 1024) -> None:
         self.size = size
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[bytes, int]] = OrderedDict()
+        self._items: OrderedDict[tuple, Kept] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> tuple[bytes, int] | None:
-        """The body kept for ``key`` and the number of calls it answers, if any."""
+    def get(self, key: tuple) -> Kept | None:
+        """The body kept for ``key``, the number of calls it answers and its headers (when it
+        has any), if kept."""
         with self._lock:
             kept = self._items.get(key)
             if kept is not None:
                 self._items.move_to_end(key)
             return kept
 
-    def put(self, key: tuple, body: bytes, calls: int) -> None:
+    def put(
+        self, key: tuple, body: bytes, calls: int, headers: dict[str, str] | None = None
+    ) -> None:
         """Keep ``body`` for ``key`` (unless the cache is off or the body too big)."""
         if self.size > 0 and len(body) <= self.max_bytes:
             with self._lock:
-                self._items[key] = (body, calls)
+                self._items[key] = (body, calls, headers) if headers else (body, calls)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
 
@@ -100,21 +113,24 @@ def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResu
     cache: AnswerCache = request.app.state.usage_cache
     cached = cache.get(key) if key is not None else None
     if cached is not None:
-        request.state.calls_selected = cached[1]
-        return Response(cached[0], media_type=JSON)
+        body, request.state.calls_selected, *headers = cached
+        return Response(body, media_type=JSON, headers=headers[0] if headers else None)
     result = compute()
     calls = request.state.calls_selected = result.call_ids.len()
+    cut = result.truncated_from
+    headers = {TRUNCATED: "true", SELECTED_CALLS: str(cut)} if cut is not None else None
     chunks = result.json_chunks()
     written, size = [], 0
     for chunk in chunks:
         written.append(chunk)
         size += len(chunk)
         if size > cache.max_bytes:
-            return StreamingResponse(_read_ahead(itertools.chain(written, chunks)), media_type=JSON)
+            rest = _read_ahead(itertools.chain(written, chunks))
+            return StreamingResponse(rest, media_type=JSON, headers=headers)
     body = b"".join(written)
     if key is not None:
-        cache.put(key, body, calls)
-    return Response(body, media_type=JSON)
+        cache.put(key, body, calls, headers)
+    return Response(body, media_type=JSON, headers=headers)
 
 
 @router.post("/trace/usage", response_model=TraceUsageRes)
@@ -163,7 +179,10 @@ def calls_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    return _answer(request, _cache_key("calls", req, store.version()), compute)
+    try:
+        return _answer(request, _cache_key("calls", req, store.version()), compute)
+    except AnswerTooLargeError as err:  # Weave's RequestTooLarge
+        return JSONResponse({"reason": err.reason, "path": err.path}, status_code=413)
 
 
 def _load_traces(
