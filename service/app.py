@@ -35,6 +35,7 @@ from service.middleware import AccessMiddleware, BodyLimitMiddleware, JsonBodyMi
 from service.routes import calls, costs, health, ingest, objects, pages, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
+from service.store_errors import StoreError, StoreFullError, StoreOpenError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from service.store import CallStore
@@ -46,6 +47,12 @@ STATUS: dict[type[TraceUsageError], int] = {
     InvalidRequestError: 400,
     InputDataError: 422,
     NotFoundError: 404,
+}
+# a store that cannot serve: 503, so that an orchestrator restarts it; a full disk: 507
+STORE_STATUS: dict[type[StoreError], int] = {
+    StoreFullError: 507,
+    StoreOpenError: 503,
+    StoreUnavailableError: 503,
 }
 GZIP_MIN_BYTES = 1024
 
@@ -65,6 +72,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "Key not granted the project"),
         (413, "Request body too large"),
         (422, "Malformed JSON or invalid body"),
+        (503, "Store unusable (reopening, or its file damaged)"),
+        (507, "Disk full: the write was not stored"),
     )
 }
 
@@ -97,6 +106,11 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     path = ".".join(str(p) for p in first["loc"] if p != "body") or None
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return _error(422, f"{first['msg']}{more}", path)
+
+
+async def _on_store_error(request: Request, exc: StoreError) -> JSONResponse:
+    status = next((STORE_STATUS[c] for c in type(exc).__mro__ if c in STORE_STATUS), 503)
+    return _error(status, exc.reason)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -139,6 +153,7 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     pages.install(app)
     handlers: dict[Any, Any] = {
         TraceUsageError: _on_engine_error,
+        StoreError: _on_store_error,
         StarletteHTTPException: _on_http_error,
         RequestValidationError: _on_validation_error,
         Exception: _on_unexpected,

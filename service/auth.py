@@ -47,6 +47,35 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _check_user(user: str) -> None:
+    """Refuse a user name that could never log in with HTTP Basic auth (a colon ends the
+    user part) or that :data:`ANY_USER` already means."""
+    if not user or user != user.strip():
+        raise ValueError(f"user {user!r}: must be non-empty, without surrounding spaces")
+    if ":" in user or not user.isprintable():
+        raise ValueError(
+            f"user {user!r}: a colon or control character cannot be sent in Basic auth"
+        )
+    if user == ANY_USER:
+        raise ValueError(
+            f"user {ANY_USER!r} is reserved: W&B clients send '{ANY_USER}:<key>' to mean the "
+            "key's own user; pick another name (any key also logs in as 'api')"
+        )
+
+
+def _check_projects(projects: list[str]) -> None:
+    """Refuse an empty grant, or a pattern that names no ``entity/project``."""
+    if not projects:
+        raise ValueError("a key needs at least one project")
+    for project in projects:
+        if not project or project != project.strip() or not project.isprintable():
+            raise ValueError(f"project {project!r}: must be non-empty, without spaces around")
+        if "/" not in project and not any(c in project for c in "*?["):
+            raise ValueError(
+                f"project {project!r}: not an entity/project id or a pattern such as '{project}/*'"
+            )
+
+
 class KeyStore:
     """The keys file of a data directory.
 
@@ -95,8 +124,8 @@ class KeyStore:
 
     def add(self, user: str, projects: list[str]) -> tuple[ApiKey, str]:
         """Create a key for ``user`` granted ``projects``; returns the record and the plain key."""
-        if not user or not projects:
-            raise ValueError("a key needs a user and at least one project")
+        _check_user(user)
+        _check_projects(projects)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(
             id=secrets.token_hex(4),

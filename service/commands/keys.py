@@ -68,11 +68,11 @@ def sample_project(record: ApiKey) -> tuple[str, str | None]:
         return literal, None
     pattern = record.projects[0]
     filled = "".join(_SAMPLE_FILL.get(c, c) for c in pattern)
-    if "/" not in filled:
-        filled = f"{filled}/project" if filled else "entity/project"
-    if not record.grants(filled):
-        return filled, f"replace {filled!r} by a project that {pattern!r} matches"
-    return filled, f"{filled!r} stands for any project that {pattern!r} matches"
+    candidates = [c for c in (filled, "entity/project", f"{filled}/project") if "/" in c]
+    project = next((c for c in candidates if record.grants(c)), None)
+    if project is None:
+        return candidates[0], f"replace {candidates[0]!r} by a project that {pattern!r} matches"
+    return project, f"{project!r} stands for any project that {pattern!r} matches"
 
 
 def print_new_key(record: ApiKey, secret: str, url: str = "http://127.0.0.1:8000") -> None:
