@@ -1,21 +1,22 @@
 """``create_app(settings)``: the store, the routers, the middleware and the one error mapping.
 
 Every error leaves as ``{"reason": ..., "path": ...}`` (Weave's client shows ``reason``):
-engine errors by the class -> status table below, request validation as 422 naming the
-field, HTTP errors with their status, anything else as a bare 500 whose traceback stays in
-the server log.
+engine errors by the class -> status table below; a body that cannot be read (malformed,
+too deep, not UTF-8, bad gzip) or that fails validation as 422, FastAPI's (and so Weave's)
+code for malformed JSON, with every error named; HTTP errors with their status; anything
+else as a bare 500 whose traceback stays in the server log.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,8 +31,9 @@ from engine.errors import (
 )
 from service import metrics as metrics_routes
 from service.auth import KeyStore
+from service.deps import document_bodies
 from service.metrics import Metrics
-from service.middleware import AccessMiddleware, BodyLimitMiddleware, JsonBodyMiddleware
+from service.middleware import AccessMiddleware, BodyLimitMiddleware, ContentTypeMiddleware
 from service.routes import calls, costs, health, ingest, objects, pages, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
@@ -55,6 +57,13 @@ STORE_STATUS: dict[type[StoreError], int] = {
     StoreUnavailableError: 503,
 }
 GZIP_MIN_BYTES = 1024
+# bodies other than JSON that some routes read (ContentTypeMiddleware answers 415 to others)
+OTHER_MEDIA_TYPES: dict[str, tuple[str, ...]] = {
+    "/files/create": ("multipart/form-data",),
+    "/otel/": ("application/x-protobuf",),
+}
+LISTED_ERRORS = 50  # validation errors named in one 422
+FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
 
 class ErrorRes(BaseModel):
@@ -71,6 +80,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid credentials"),
         (403, "Key not granted the project"),
         (413, "Request body too large"),
+        (415, "Body not JSON, or an unsupported Content-Encoding"),
         (422, "Malformed JSON or invalid body"),
         (503, "Store unusable (reopening, or its file damaged)"),
         (507, "Disk full: the write was not stored"),
@@ -85,35 +95,55 @@ def status_of(exc: TraceUsageError) -> int:
 
 def _error(
     status: int, reason: str, path: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"reason": reason, "path": path}, status_code=status, headers=headers)
+) -> Response:
+    # ASCII JSON: a reason that quotes request text always encodes, lone surrogates too
+    body = json.dumps({"reason": reason, "path": path}).encode()
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-async def _on_engine_error(request: Request, exc: TraceUsageError) -> JSONResponse:
+async def _on_engine_error(request: Request, exc: TraceUsageError) -> Response:
     return _error(status_of(exc), exc.reason, exc.path)
 
 
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def _unreadable(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body (it hides the cause behind one 400 message)."""
+    if isinstance(cause, RecursionError):
+        return "malformed JSON body: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"malformed JSON body: not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    return f"malformed JSON body: {cause}" if cause else "malformed JSON body"
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and exc.detail == FASTAPI_PARSE_ERROR:
+        return _error(422, _unreadable(exc.__cause__))
     return _error(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
-async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+def _where(error: Any) -> str | None:
+    return ".".join(str(p) for p in error["loc"] if p != "body") or None
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    errors = list(exc.errors()) or [{"loc": (), "msg": "invalid request"}]
+    first = errors[0]
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "invalid JSON")
-        return _error(422, f"malformed JSON body: {detail} at char {first['loc'][-1]}")
-    path = ".".join(str(p) for p in first["loc"] if p != "body") or None
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return _error(422, f"{first['msg']}{more}", path)
+        at = f" at char {first['loc'][-1]}" if first["loc"] else ""
+        return _error(422, f"malformed JSON body: {detail}{at}")
+    if len(errors) == 1:
+        return _error(422, first["msg"], _where(first))
+    named = "; ".join(f"{_where(e) or 'body'}: {e['msg']}" for e in errors[:LISTED_ERRORS])
+    more = f"; and {len(errors) - LISTED_ERRORS} more" if len(errors) > LISTED_ERRORS else ""
+    return _error(422, f"{len(errors)} errors: {named}{more}", _where(first))
 
 
-async def _on_store_error(request: Request, exc: StoreError) -> JSONResponse:
+async def _on_store_error(request: Request, exc: StoreError) -> Response:
     status = next((STORE_STATUS[c] for c in type(exc).__mro__ if c in STORE_STATUS), 503)
     return _error(status, exc.reason)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this answer, so the server logs the traceback once
     return _error(500, "internal server error")
 
@@ -142,6 +172,7 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
         docs_url=None,  # served offline by service.routes.pages
         redoc_url=None,
     )
+    app.openapi = document_bodies(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyStore(settings.keys_path)
@@ -160,10 +191,12 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
-    app.add_middleware(JsonBodyMiddleware)
+    # outermost last: log every request, refuse a wrong media type before reading the body,
+    # then read (and gunzip) it within the limit
     # level 1: a 100,000-call answer (~50 MB) compresses ~7x faster than at Starlette's 9
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=1)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ContentTypeMiddleware, accepted=OTHER_MEDIA_TYPES)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     return app
 

@@ -26,6 +26,7 @@ KEY_PREFIX = "tu_"
 # W&B clients (weave >= 0.53.12's ``ApiKeyCredentials``) send ``api:<key>``: the key alone
 # names its user, as on wandb.ai
 ANY_USER = "api"
+ALL_PROJECTS = "*"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class ApiKey:
     def grants(self, project_id: str) -> bool:
         """Whether one of the key's project patterns matches ``project_id``."""
         return any(fnmatch.fnmatchcase(project_id, p) for p in self.projects)
+
+    @property
+    def grants_all(self) -> bool:
+        """Whether the key is granted every project (the pattern ``*``): an operator's key."""
+        return ALL_PROJECTS in self.projects
 
 
 def _digest(key: str) -> str:

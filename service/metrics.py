@@ -1,14 +1,15 @@
 """Prometheus metrics of one app: requests, latency, calls processed, store size.
 
 Each app owns a ``CollectorRegistry`` (no process globals), so tests and several apps in
-one process never share counters. With several uvicorn workers each reports its own.
+one process never share counters. With several uvicorn workers each reports its own. The
+counts are store-wide, so only a key granted every project (``*``) may read them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -83,6 +84,12 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request, _: PrincipalDep) -> Response:
-    """Prometheus text exposition; any valid key may scrape."""
+def metrics(request: Request, principal: PrincipalDep) -> Response:
+    """Prometheus text exposition, for keys granted every project (``--projects '*'``):
+    the counts are store-wide, so a key of one project must not read them."""
+    if not principal.key.grants_all:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"/metrics counts every project: key {principal.key.id} is not granted '*'",
+        )
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

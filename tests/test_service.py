@@ -91,6 +91,9 @@ class FakeStore:
     def stats(self) -> dict[str, int]:
         return {"calls": self.frame.height, "bytes": 12345}
 
+    def check(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -182,9 +185,9 @@ def test_calls_usage_without_ids_does_not_load_the_project(client: Any, store: F
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "application/json", "application/x-www-form-urlencoded"]
+    "content_type", [None, "application/json", "application/json; charset=utf-8", "text/x+json"]
 )
-def test_json_body_is_read_as_json_whatever_it_is_labelled(
+def test_json_body_is_read_as_json_unlabelled_or_labelled_json(
     client: Any, content_type: str | None
 ) -> None:
     c, auth = client
@@ -192,6 +195,9 @@ def test_json_body_is_read_as_json_whatever_it_is_labelled(
     headers = {} if content_type is None else {"content-type": content_type}
     res = c.post("/trace/usage", content=body, auth=auth, headers=headers)
     assert res.request.headers.get("content-type") == content_type
+    if content_type == "text/x+json":  # +json is a structured suffix of application/ only
+        assert res.status_code == 415
+        return
     assert res.status_code == 200
     assert res.headers["content-type"] == "application/json"
     assert set(res.json()) == {"call_usage", "unfinished_call_ids"}
@@ -338,8 +344,8 @@ def test_deeply_nested_json_is_a_client_error(client: Any) -> None:
         b"]}" * depth,
     )
     res = c.post("/trace/usage", content=body, auth=auth)
-    assert res.status_code == 400
-    assert res.json() == {"reason": "There was an error parsing the body", "path": None}
+    assert res.status_code == 422
+    assert res.json() == {"reason": "malformed JSON body: nested too deeply", "path": None}
 
 
 def test_unexpected_errors_are_a_bare_500(client: Any, store: FakeStore) -> None:
@@ -412,11 +418,14 @@ def test_server_info_answers_as_weave(client: Any) -> None:
 
 def test_metrics_count_requests_latency_calls_and_store_size(client: Any, store: FakeStore) -> None:
     c, auth = client
+    assert c.get("/metrics", auth=auth).status_code == 403  # a key of one project
+    _, secret = c.app.state.keys.add("ops", ["*"])
+    admin = ("ops", secret)
     post(c, auth, "/trace/usage", {"project_id": PROJECT})
     post(c, auth, "/trace/usage", {"project_id": "entity/elsewhere"})
     c.get("/health")
     assert c.get("/metrics").status_code == 401
-    res = c.get("/metrics", auth=auth)
+    res = c.get("/metrics", auth=admin)
     assert res.headers["content-type"].startswith("text/plain")
     text = res.text
     ok = 'trace_usage_http_requests_total{method="POST",route="/trace/usage",status="200"} 1.0'
@@ -428,7 +437,7 @@ def test_metrics_count_requests_latency_calls_and_store_size(client: Any, store:
         in (text)
     )
     answered = json.loads(post(c, auth, "/trace/usage", {"project_id": PROJECT}).text)
-    text = c.get("/metrics", auth=auth).text
+    text = c.get("/metrics", auth=admin).text
     calls = 2 * len(answered["call_usage"])
     assert f'trace_usage_calls_processed_total{{route="/trace/usage"}} {calls}.0' in text
     assert f"trace_usage_store_calls {store.frame.height}.0" in text

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 
 from engine.errors import InvalidRequestError
-from service.deps import PrincipalDep, StoreDep
+from service.deps import PrincipalDep, StoreDep, json_body
 from service.wire import FileCreateRes, ObjCreateReq, ObjCreateRes
 
 router = APIRouter(tags=["objects"])
@@ -73,7 +73,9 @@ def _check_digest(expected: str | None, actual: str, label: str) -> None:
 
 
 @router.post("/obj/create")
-def obj_create(req: ObjCreateReq, store: StoreDep, principal: PrincipalDep) -> ObjCreateRes:
+def obj_create(
+    req: Annotated[ObjCreateReq, json_body(ObjCreateReq)], store: StoreDep, principal: PrincipalDep
+) -> ObjCreateRes:
     """Store an object version under its content digest (idempotent)."""
     obj = req.obj
     principal.check(obj.project_id)
