@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 SummaryUsageMode = Literal["own", "auto"]
 SUMMARY_USAGE_MODES: tuple[str, ...] = ("own", "auto")
@@ -94,15 +94,16 @@ class LenientModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     _unknown_fields: tuple[str, ...] = PrivateAttr(default=())
 
-    @model_validator(mode="after")
-    def _drop_unknown(self) -> LenientModel:
+    def model_post_init(self, context: Any, /) -> None:
+        """Drop the unknown fields, noting their paths (a post-init, not a validator, so
+        that error locations name the model, not a wrapper)."""
         extra = self.__pydantic_extra__
         sink = _UNKNOWN.get()
         own = list(extra) if extra else []
         if extra:
             extra.clear()
         if sink is None or not (own or sink.seen):
-            return self
+            return
         sink.seen += len(own)
         found = own + [
             f"{path}.{field}"
@@ -113,7 +114,6 @@ class LenientModel(BaseModel):
         if found:
             self._unknown_fields = tuple(found)
             sink.paths = found
-        return self
 
 
 class CallsFilter(LenientModel):

@@ -289,6 +289,7 @@ class ObjSchemaForInsert(BaseModelStrict):
 
     def model_post_init(self, context: Any, /) -> None:
         """Weave's backward compatibility: ``set_base_object_class`` fills the new field."""
+        super().model_post_init(context)
         legacy = self.__dict__.get("set_base_object_class")
         if legacy is not None and self.builtin_object_class is None:
             self.builtin_object_class = legacy
