@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ValidationError
 
@@ -152,13 +152,14 @@ def json_body(model: type[M]) -> Any:
     return Depends(body)
 
 
-def _body_models(app: FastAPI) -> Iterator[tuple[APIRoute, type[BaseModel]]]:
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for dep in route.dependant.dependencies:
-                model = getattr(dep.call, "body_model", None)
-                if model is not None:
-                    yield route, model
+def _body_models(app: FastAPI) -> Iterator[tuple[Any, type[BaseModel]]]:
+    """``(route, model)`` for every route reading its body with :func:`json_body`."""
+    for route in iter_route_contexts(app.routes):
+        dependant = getattr(route, "dependant", None)
+        for dep in dependant.dependencies if dependant is not None else ():
+            model = getattr(dep.call, "body_model", None)
+            if model is not None:
+                yield route, model
 
 
 def document_bodies(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -166,9 +167,7 @@ def document_bodies(app: FastAPI) -> Callable[[], dict[str, Any]]:
     FastAPI had parsed them (the model's schema, under its own name)."""
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = FastAPI.openapi(app)
+        schema = FastAPI.openapi(app)  # cached by FastAPI; completing it again is a no-op
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for route, model in _body_models(app):
             spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
