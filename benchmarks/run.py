@@ -11,6 +11,10 @@ Benchmarks (``--only`` picks some by letter):
   whole, vs the reference's in-process ``trace_usage`` on the same trace.
 * ``d`` memory: peak RSS of the service answering a 1,000,000-call trace.
 * ``e`` load: closed-loop clients polling 1,000-call traces; requests/s and p99.
+* ``f`` small traces: uncached ``/trace/usage`` latency of 1 to 10,000-call traces in a
+  store of other traces, as a multiple of ``GET /health`` on the same server in the same
+  run (the floor: HTTP, routing, the event loop), costs on and off; then wrk (one thread,
+  8 connections) on 100-call traces, bodies rotating over 20 traces.
 
 Every side is checked to give the same answer before it is timed. Times are medians of
 repeated runs after one warm-up run; results go to ``<out>/results.json`` and
@@ -42,7 +46,7 @@ from engine.trace_usage import price_table, trace_usage
 from engine.usage import normalize
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BENCHES = "abcde"
+BENCHES = "abcdef"
 GIB = 1024**3
 
 
@@ -82,6 +86,13 @@ class Plan:
     load_clients: int = 8
     load_seconds: float = 10.0
     load_max_requests: int = 20_000
+    small_sizes: tuple[int, ...] = (1, 10, 100, 1_000, 10_000)
+    small_filler: int = 50_000  # calls of other traces in the store
+    small_repeat: int = 51
+    wrk_size: int = 100
+    wrk_traces: int = 20
+    wrk_connections: int = 8
+    wrk_seconds: float = 10.0
     repeat: int = 7
     ref_repeat: int = 3
     only: str = BENCHES
@@ -98,6 +109,9 @@ class Plan:
             load_traces=10,
             load_seconds=3.0,
             load_max_requests=2_000,
+            small_filler=10_000,
+            small_repeat=21,
+            wrk_seconds=3.0,
             repeat=3,
             ref_repeat=1,
             only=only,
@@ -117,6 +131,13 @@ class Plan:
             load_clients=2,
             load_seconds=1.0,
             load_max_requests=20,
+            small_sizes=(1, 10),
+            small_filler=100,
+            small_repeat=3,
+            wrk_size=10,
+            wrk_traces=2,
+            wrk_connections=2,
+            wrk_seconds=1.0,
             repeat=1,
             ref_repeat=1,
             only=only,
@@ -345,12 +366,77 @@ def bench_load(plan: Plan) -> list[Result]:
     return results
 
 
+# (f) latency targets over the floor, by trace size (the issue's: 1 call 3x, 100 4x, 1,000 8x)
+FLOOR_TARGETS = {1: 3.0, 100: 4.0, 1_000: 8.0}
+
+
+def bench_small(plan: Plan) -> list[Result]:
+    """(f) small traces: latency over the ``GET /health`` floor, and throughput by wrk.
+
+    Each round times ``/health`` and then every size with costs off and on, so that the
+    floor and the requests see the same machine; the figures are medians over rounds.
+    """
+    from benchmarks.server import Service, wrk_test
+
+    small = [generate("agent", n, seed=200 + i) for i, n in enumerate(plan.small_sizes)]
+    wrk_traces = [generate("agent", plan.wrk_size, seed=300 + k) for k in range(plan.wrk_traces)]
+    filler = generate("agent", plan.small_filler, seed=299)
+    with Service([filler, *small, *wrk_traces]) as service:
+        with service.plain_client() as client:
+            for trace in small:  # the answers are right, and every code path is warm
+                case = EngineCase.build(trace)
+                for costs in (False, True):
+                    body = client.post("/trace/usage", trace.request(costs))
+                    want = case.theirs(costs).model_dump()
+                    _check(
+                        f"(f) {trace.size} costs={costs}",
+                        agree.difference(orjson.loads(body), want),
+                    )
+            cases = [(t, costs) for t in small for costs in (False, True)]
+            floor: list[float] = []
+            times: list[list[float]] = [[] for _ in cases]
+            for _ in range(plan.small_repeat):
+                began = time.perf_counter()
+                client.get("/health")
+                floor.append(time.perf_counter() - began)
+                for i, (trace, costs) in enumerate(cases):
+                    began = time.perf_counter()
+                    client.post("/trace/usage", trace.request(costs))
+                    times[i].append(time.perf_counter() - began)
+        floor_s = statistics.median(floor)
+        results = [Result("f", "GET /health (the floor)", 0, ours_s=floor_s)]
+        for (trace, costs), spent in zip(cases, times, strict=True):
+            label = f"HTTP /trace/usage uncached, costs={'on' if costs else 'off'}"
+            result = Result("f", label, trace.size, ours_s=statistics.median(spent))
+            result.extra["over_floor"] = result.ours_s / floor_s
+            if trace.size in FLOOR_TARGETS and plan.small_filler >= 50_000:
+                target = FLOOR_TARGETS[trace.size]
+                result.target = f"<= {target:.0f}x floor"
+                result.met = result.extra["over_floor"] <= target
+            results.append(result)
+        wrk_bodies = [orjson.dumps(t.request(True)) for t in wrk_traces]
+        try:
+            stats = wrk_test(
+                service, wrk_bodies, connections=plan.wrk_connections, seconds=plan.wrk_seconds
+            )
+        except FileNotFoundError:
+            return results  # no wrk here: the latency table stands alone
+    label = f"wrk, {plan.wrk_connections} connections, uncached, costs=on"
+    result = Result("f", label, plan.wrk_size, extra=stats)
+    if plan.wrk_size == 100 and plan.wrk_connections == 8:
+        result.target = ">= 300 req/s, p99 <= 50 ms"
+        result.met = stats["rps"] >= 300 and stats["p99_ms"] <= 50 and stats["errors"] == 0
+    results.append(result)
+    return results
+
+
 RUNNERS: dict[str, Callable[[Plan], list[Result]]] = {
     "a": bench_rollup,
     "b": bench_engine,
     "c": bench_http,
     "d": bench_rss,
     "e": bench_load,
+    "f": bench_small,
 }
 
 
@@ -389,6 +475,8 @@ def _fmt_s(seconds: float | None) -> str:
 
 def _fmt_extra(result: Result) -> str:
     e = result.extra
+    if "over_floor" in e:
+        return f"{e['over_floor']:.1f}x floor"
     if "rps" in e:
         return f"{e['rps']:.0f} req/s, p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms"
     if "peak_rss_gib" in e:

@@ -11,6 +11,7 @@ import base64
 import http.client
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,17 +175,23 @@ class PlainClient:
         A connection the server closed while idle (uvicorn's keep-alive timeout) is opened
         again once.
         """
-        payload = orjson.dumps(body)
+        return self._send("POST", path, orjson.dumps(body))
+
+    def get(self, path: str) -> bytes:
+        """GET ``path`` (e.g. ``/health``, the floor of a request's cost)."""
+        return self._send("GET", path, None)
+
+    def _send(self, method: str, path: str, payload: bytes | None) -> bytes:
         try:
-            self._conn.request("POST", path, body=payload, headers=self._headers)
+            self._conn.request(method, path, body=payload, headers=self._headers)
             response = self._conn.getresponse()
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             self._conn.close()
-            self._conn.request("POST", path, body=payload, headers=self._headers)
+            self._conn.request(method, path, body=payload, headers=self._headers)
             response = self._conn.getresponse()
         content = response.read()
         if response.status != 200:
-            raise RuntimeError(f"POST {path}: HTTP {response.status}: {content[:500]!r}")
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}: {content[:500]!r}")
         return content
 
     def __enter__(self) -> PlainClient:
@@ -263,4 +270,43 @@ def _load_figures(entries: list[dict[str, Any]]) -> dict[str, float]:
         "rps": count / max(ended - began, 1e-9),
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
+    }
+
+
+WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
+
+
+def wrk_test(
+    service: Service, bodies: list[bytes], *, connections: int, seconds: float
+) -> dict[str, float]:
+    """Closed-loop load by wrk (one thread, ``connections`` keep-alive connections), which
+    leaves the server the CPU a Python load generator would take: each connection sends
+    the next of ``bodies`` (rotating) as soon as the answer is read. Returns requests,
+    errors (non-2xx and socket errors), requests/s and the median and 99th percentile
+    latency (ms). Raises ``FileNotFoundError`` when wrk is not installed."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise FileNotFoundError("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bodies.jsonl"
+        path.write_bytes(b"\n".join(bodies) + b"\n")
+        env = {**os.environ, "TRACE_USAGE_BODIES": str(path), "TRACE_USAGE_AUTH": service.auth}
+        command = [
+            exe, "-t1", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency",
+            "-s", str(WRK_SCRIPT), service.url,
+        ]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("TRACE_USAGE_WRK")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    figures = {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
+    if figures["requests"] == 0:
+        raise RuntimeError("the wrk run completed no request")
+    return {
+        "requests": figures["requests"],
+        "errors": figures["errors"],
+        "rps": figures["requests"] / (figures["duration_us"] / 1e6),
+        "p50_ms": figures["p50_us"] / 1e3,
+        "p99_ms": figures["p99_us"] / 1e3,
+        "clients": float(connections),
     }

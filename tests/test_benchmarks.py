@@ -4,6 +4,7 @@ comparison agree on what they time (the runner checks answers before timing)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import orjson
@@ -169,3 +170,20 @@ def test_load_test_is_run_by_locust_and_stops_at_its_request_limit() -> None:
         stats = load_test(service, bodies, clients=2, seconds=30, max_requests=15)
     assert stats["requests"] == 15 and stats["errors"] == 0  # long before 30 s were up
     assert stats["p99_ms"] >= stats["p50_ms"] > 0
+
+
+def test_small_trace_benchmark_reports_the_floor_and_each_size(tmp_path: Path) -> None:
+    plan = Plan.tiny(only="f")
+    results = run(plan, out=tmp_path, echo=lambda _: None)
+    floor = [r for r in results if r.size == 0]
+    assert len(floor) == 1 and floor[0].ours_s > 0
+    timed = [r for r in results if "over_floor" in r.extra]
+    assert sorted((r.size, r.case) for r in timed) == sorted(
+        (n, f"HTTP /trace/usage uncached, costs={c}")
+        for n in plan.small_sizes
+        for c in ("off", "on")
+    )
+    assert all(r.extra["over_floor"] == r.ours_s / floor[0].ours_s for r in timed)
+    loaded = [r for r in results if "rps" in r.extra]
+    assert len(loaded) == (1 if shutil.which("wrk") else 0)
+    assert all(r.extra["errors"] == 0 and r.extra["requests"] > 0 for r in loaded)

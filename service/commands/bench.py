@@ -25,8 +25,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def _only(text: str) -> str:
     letters = "".join(part.strip() for part in text.split(","))
-    if not letters or set(letters) - set("abcde"):
-        raise argparse.ArgumentTypeError("--only takes letters among a,b,c,d,e")
+    if not letters or set(letters) - set("abcdef"):
+        raise argparse.ArgumentTypeError("--only takes letters among a,b,c,d,e,f")
     return letters
 
 
@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmark against the reference (weave 0.53.12)",
         description="(a) rollup core, (b) engine trace_usage, (c) HTTP /trace/usage, "
-        "(d) service peak RSS, (e) load test; each against the reference where it has one.",
+        "(d) service peak RSS, (e) load test, (f) small traces over the floor and wrk; each "
+        "against the reference where it has one.",
     )
     parser.add_argument(
         "--sizes",
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, few runs")
     parser.add_argument(
-        "--only", type=_only, default="abcde", help="which benchmarks, e.g. a,b (default all)"
+        "--only", type=_only, default="abcdef", help="which benchmarks, e.g. a,b (default all)"
     )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.set_defaults(func=run)
