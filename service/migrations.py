@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import duckdb
 
+from service.store_errors import StoreVersionError
+
 _COUNTERS = ",\n".join(
     f"    {name} BIGINT NOT NULL DEFAULT 0"
     for name in (
@@ -115,8 +117,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
     current = int(row[0]) if row and row[0] is not None else 0
     if current > LATEST:
-        raise RuntimeError(
-            f"store schema version {current} is newer than this code supports ({LATEST})"
+        raise StoreVersionError(
+            f"store schema version {current} is newer than this code supports ({LATEST}): "
+            "upgrade trace-usage to open it"
         )
     for version in range(current, LATEST):
         con.execute("BEGIN TRANSACTION")

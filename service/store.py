@@ -15,13 +15,14 @@ open the file (DuckDB's lock).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import polars as pl
@@ -32,8 +33,17 @@ from engine.trace_usage import price_table
 from engine.usage import usage_from_json
 from service.migrations import migrate
 from service.parts import COMPLETE, PART_SCHEMA, merge_parts
+from service.store_errors import (
+    StoreDamagedError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreOpenError,
+    StoreUnavailableError,
+)
 from service.store_sql import KIND, PRICE_COLS, UPSERTS, USAGE_COLS, WRITTEN_SCHEMA, part_kind
 
+_T = TypeVar("_T")
 MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
 PRICE_ROW_FIELDS = (
     "id",
@@ -70,15 +80,89 @@ class StoreReader(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    def check(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-class StoreLockedError(RuntimeError):
-    """The database file is held by another process (a running server, an import)."""
+_HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers
+_PRIVATE = 0o600  # the store holds every project's calls: owner only, as keys.json
+_LOCKED = ("Could not set lock", "Conflicting lock")
+_DAMAGED = (
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "Corrupt database file",
+    "checksum",
+)
+_NO_SPACE = "No space left on device"
+_INVALIDATED = "database has been invalidated"
+
+
+def _damaged(path: Path, detail: str) -> StoreDamagedError:
+    return StoreDamagedError(
+        f"the store file {path} is damaged ({detail}): restore it from a backup, or move it "
+        "and its .wal aside to start with an empty store"
+    )
+
+
+def _open_error(path: Path, err: duckdb.Error) -> StoreOpenError:
+    text = str(err)
+    if any(marker in text for marker in _LOCKED):
+        return StoreLockedError(
+            f"cannot open {path}: {text}. DuckDB lets one process hold the store; stop the "
+            "server or send the data through its HTTP API."
+        )
+    if any(marker in text for marker in _DAMAGED):
+        return _damaged(path, text)
+    return StoreOpenError(f"cannot open {path}: {text}")
+
+
+def _restrict(path: Path) -> None:
+    """Make the database file and its WAL readable by their owner only."""
+    for file in (path, path.with_name(path.name + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(_PRIVATE)
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` and check it is whole: every table's metadata reads, and the file is as
+    long as its header says (a truncated file would open and then fail every read)."""
+    try:
+        root = duckdb.connect(str(path))
+    except duckdb.Error as err:
+        raise _open_error(path, err) from err
+    try:
+        _restrict(path)
+        root.execute("SET GLOBAL TimeZone = 'UTC'")
+        tables = root.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()
+        for (table,) in tables:
+            root.execute(f'SELECT count(*) FROM "{table}"').fetchall()
+        row = root.execute("PRAGMA database_size").fetchone()
+        assert row is not None
+        block_size, blocks = int(row[2]), int(row[3])
+    except duckdb.Error as err:
+        root.close()
+        if isinstance(err, duckdb.FatalException) or _INVALIDATED in str(err):
+            raise StoreUnavailableError(f"cannot open {path} yet: {err}") from err
+        raise _damaged(path, str(err)) from err
+    size, need = path.stat().st_size, _HEADER_BYTES + blocks * block_size
+    if blocks and size < need:
+        root.close()
+        raise _damaged(path, f"{size} bytes where its header counts {need}: truncated")
+    return root
 
 
 class CallStore:
     """A DuckDB file of calls, usage and prices; safe to share between threads.
+
+    A file that is held by another process, damaged or too new is refused with a
+    :class:`~service.store_errors.StoreOpenError`. A write that finds the disk full raises
+    :class:`~service.store_errors.StoreFullError` and stores nothing; when DuckDB then
+    invalidates the open database (a failed checkpoint does), the store reopens the file,
+    whose committed state is intact, before its next use.
 
     Examples
     --------
@@ -94,18 +178,18 @@ class CallStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        try:
-            self._root = duckdb.connect(str(path))
-        except duckdb.IOException as err:
-            raise StoreLockedError(
-                f"cannot open {path}: {err}. DuckDB lets one process hold the store; stop the "
-                "server or send the data through its HTTP API."
-            ) from err
-        self._root.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._root = _connect(path)
         self._spawn = threading.Lock()
         self._lock = threading.Lock()
         self._writer = self._root.cursor()
-        migrate(self._writer)
+        try:
+            migrate(self._writer)
+        except BaseException:
+            self._writer.close()
+            self._root.close()
+            raise
+        self._broken: str | None = None  # why DuckDB invalidated the open database
+        self._damage: StoreDamagedError | None = None  # a read found a damaged block
         self._version = 0
         self._price_cache: dict[str, tuple[int, pl.DataFrame]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
@@ -114,9 +198,16 @@ class CallStore:
     def close(self) -> None:
         """Checkpoint and close the database file."""
         self._pool.shutdown()
-        with self._lock, self._spawn:
+        with self._lock, self._spawn, contextlib.suppress(duckdb.Error):
             self._writer.close()
             self._root.close()
+
+    def check(self) -> None:
+        """Raise the :class:`~service.store_errors.StoreError` that keeps the store from
+        serving (for ``/health``); reopens an invalidated database first."""
+        if self._damage is not None:
+            raise self._damage
+        self._fetch("SELECT count(*) FROM schema_version")
 
     def version(self) -> int:
         """A counter that changes on every committed write (for response caches)."""
@@ -129,37 +220,93 @@ class CallStore:
         size = sum(p.stat().st_size for p in (self.path, wal) if p.exists())
         return {"calls": int(calls), "bytes": size}
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        with self._spawn:
-            return self._root.cursor()
+    def _reopen(self) -> None:
+        """Reopen the file if DuckDB invalidated the database (it refuses all use after a
+        fatal error such as a checkpoint that found the disk full)."""
+        if self._broken is None:
+            return
+        with self._lock, self._spawn:
+            if self._broken is None:
+                return
+            with contextlib.suppress(duckdb.Error):
+                self._writer.close()
+                self._root.close()
+            try:
+                root = _connect(self.path)
+            except StoreError as err:
+                raise StoreUnavailableError(
+                    f"the store is unusable ({self._broken}) and could not be reopened: {err}"
+                ) from err
+            self._root, self._writer = root, root.cursor()
+            self._broken = None
+            self._version += 1
+
+    def _problem(self, err: duckdb.Error, *, writing: bool) -> StoreError | None:
+        """The store error a DuckDB error stands for (None: not a store fault); notes an
+        invalidated database, to reopen, and a damaged block, for :meth:`check`."""
+        text = str(err)
+        invalidated = isinstance(err, duckdb.FatalException) or _INVALIDATED in text
+        if invalidated and self._broken is None:
+            self._broken = text
+        if writing and _NO_SPACE in text:
+            return StoreFullError(
+                f"no space left on the disk holding {self.path}: this write was not stored "
+                "(what was acknowledged before is kept); free space and send it again"
+            )
+        if invalidated:
+            return StoreUnavailableError(f"the store is unusable: {text}")
+        if any(marker in text for marker in _DAMAGED):
+            self._damage = _damaged(self.path, text)
+            return self._damage
+        return None
+
+    def _read(self, run: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
+        """``run(cursor)`` on a fresh cursor; once more after reopening an invalidated
+        database."""
+        for attempt in range(2):
+            self._reopen()
+            with self._spawn:
+                cur = self._root.cursor()
+            try:
+                return run(cur)
+            except duckdb.Error as err:
+                problem = self._problem(err, writing=False)
+                if problem is None:
+                    raise
+                if attempt or not isinstance(problem, StoreUnavailableError):
+                    raise problem from err
+            finally:
+                cur.close()
+        raise AssertionError("unreachable")
 
     def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
-        cur = self._cursor()
-        try:
-            return cur.execute(sql, params).fetchall()
-        finally:
-            cur.close()
+        return self._read(lambda cur: cur.execute(sql, params).fetchall())
 
     def _arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pa.Table:
-        cur = self._cursor()
-        try:
-            return cur.sql(sql, params=params).to_arrow_table()
-        finally:
-            cur.close()
+        return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
 
-    def _transaction(self, work: Any) -> Any:
+    def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
         """Run ``work(cursor)`` in one transaction; bump :meth:`version` when it commits."""
+        self._reopen()
         with self._lock:
             con = self._writer
-            con.execute("BEGIN TRANSACTION")
             try:
-                result = work(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    result = work(con)
+                    con.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):  # a failed COMMIT ended it already
+                        con.execute("ROLLBACK")
+                    raise
+            except duckdb.Error as err:
+                problem = self._problem(err, writing=True)
+                if problem is None:
+                    raise
+                raise problem from err
             self._version += 1
-            return result
+        _restrict(self.path)  # DuckDB creates a new WAL after each checkpoint
+        return result
 
     # --- calls ---------------------------------------------------------------------------
     def write_parts(self, parts: pl.DataFrame) -> int:

@@ -1,4 +1,4 @@
-"""Liveness (no auth) and the version handshake Weave clients make at ``weave.init``."""
+"""Liveness and store health (no auth), and the version handshake of ``weave.init``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from service.deps import PrincipalDep
+from service.deps import PrincipalDep, StoreDep
 
 router = APIRouter(tags=["service"])
 
@@ -30,9 +30,12 @@ def _version() -> str | None:
         return None
 
 
-@router.get("/health")
-def health() -> HealthRes:
-    """Answers without credentials, for load balancers and ``make run`` readiness checks."""
+@router.get("/health", responses={503: {"description": "The store cannot serve"}})
+def health(store: StoreDep) -> HealthRes:
+    """Answers without credentials, for load balancers and ``make run`` readiness checks:
+    503 with the reason while the store cannot serve (its database invalidated and not yet
+    reopened, or its file damaged), so that an orchestrator restarts the server."""
+    store.check()
     return HealthRes()
 
 
