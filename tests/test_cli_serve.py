@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ from service.auth import KeyStore
 from service.cli import build_parser, main
 from service.commands.serve import refusal, seed, settings_from_args
 from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings(argv: list[str]) -> Settings:
@@ -120,3 +125,65 @@ def test_seed_sample_imports_once_and_prints_a_development_key_once(
         assert ids.len() == store.stats()["calls"] > 20_000 and ids.is_unique().all()
     finally:
         store.close()
+
+
+def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``trace-usage serve`` in its own process (as a user runs it), which must end at once."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRACE_USAGE_")},
+            **(env or {}),
+        },
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("trace-usage serve: ") and result.stderr.count("\n") == 1
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--port", "99999"], {}, "--port=99999"),
+        (["--port", "-1"], {}, "--port=-1"),
+        ([], {"TRACE_USAGE_PORT": "abc"}, "TRACE_USAGE_PORT=abc"),
+        ([], {"TRACE_USAGE_MAX_BODY_BYTES": "0"}, "TRACE_USAGE_MAX_BODY_BYTES=0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_where_it_came_from(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = _serve(["--data-dir", str(tmp_path), *args], env)
+    assert result.returncode == 2
+    assert named in _one_line(result)
+
+
+def test_a_store_held_by_another_process_is_one_line(tmp_path: Path) -> None:
+    from service.settings import Settings
+    from service.store import CallStore
+
+    store = CallStore(Settings(data_dir=tmp_path).db_path)
+    try:
+        result = _serve(["--data-dir", str(tmp_path), "--port", "0"])
+    finally:
+        store.close()
+    assert result.returncode == 1
+    assert "one process" in _one_line(result)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a duckdb file" * 100])
+def test_a_damaged_store_is_one_line_saying_what_to_do(tmp_path: Path, content: bytes) -> None:
+    from service.settings import Settings
+
+    Settings(data_dir=tmp_path).db_path.write_bytes(content)
+    result = _serve(["--data-dir", str(tmp_path), "--port", "0"])
+    assert result.returncode == 1
+    assert "damaged" in _one_line(result)

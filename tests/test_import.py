@@ -194,3 +194,15 @@ def test_sample_is_seeded_once_and_has_what_the_issue_asks(store: CallStore) -> 
         prices=store.prices(SAMPLE_PROJECT),
     ).to_dict()
     assert res["unfinished_call_ids"] and res["call_usage"]
+
+
+def test_cli_import_into_a_damaged_store_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_jsonl(tmp_path / "calls.jsonl", [_line("a")])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_FILE).write_bytes(b"garbage" * 1000)
+    assert main(["import", str(path), "--data-dir", str(data), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("trace-usage import: ") and "damaged" in err and err.count("\n") == 1

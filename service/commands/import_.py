@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     be told, 1 (with the reason) for unreadable input or a store held elsewhere."""
     from engine.io import input_files
     from service.importer import BATCH_ROWS, import_files
-    from service.store import CallStore, StoreLockedError
+    from service.store import CallStore
+    from service.store_errors import StoreOpenError
 
     settings = load_settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     try:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         store = CallStore(settings.db_path)
-    except StoreLockedError as err:
+    except StoreOpenError as err:
         raise CommandError(str(err), code=1) from err
     try:
         stats = import_files(

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.store import StoreLockedError
+    from service.store_errors import StoreOpenError
 
     keys = KeyStore(settings.keys_path)
     try:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             raise CommandError(problem)
         app = create_app(settings)
-    except (StoreLockedError, OSError) as err:
+    except (StoreOpenError, OSError) as err:
         raise CommandError(str(err), code=1) from err
     sys.stdout.flush()
     uvicorn.run(
