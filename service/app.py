@@ -34,7 +34,7 @@ from service.auth import KeyStore
 from service.deps import document_bodies
 from service.metrics import Metrics
 from service.middleware import AccessMiddleware, BodyLimitMiddleware, ContentTypeMiddleware
-from service.routes import calls, costs, health, ingest, objects, pages, usage
+from service.routes import calls, costs, health, ingest, objects, otel, pages, usage
 from service.routes.usage import AnswerCache
 from service.settings import Settings
 from service.store_errors import StoreError, StoreFullError, StoreOpenError, StoreUnavailableError
@@ -129,7 +129,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     first = errors[0]
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "invalid JSON")
-        at = f" at char {first['loc'][-1]}" if first["loc"] else ""
+        char = first["loc"][-1] if first["loc"] else None
+        at = f" at char {char}" if isinstance(char, int) else ""
         return _error(422, f"malformed JSON body: {detail}{at}")
     if len(errors) == 1:
         return _error(422, first["msg"], _where(first))
@@ -179,7 +180,7 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.state.metrics = Metrics(store.stats)
     app.state.usage_cache = AnswerCache(settings.cache_size)
     app.include_router(health.router)
-    for module in (usage, calls, ingest, costs, objects, metrics_routes):
+    for module in (usage, calls, ingest, otel, costs, objects, metrics_routes):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     pages.install(app)
     handlers: dict[Any, Any] = {

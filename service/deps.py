@@ -140,12 +140,12 @@ def json_body(model: type[M]) -> Any:
     """``Depends`` on the request body validated as ``model`` on a worker thread.
 
     FastAPI validates a declared body on the event loop: a 30 MB batch held every other
-    request (``/health`` too) for seconds. This reads the bytes, then validates them once,
-    straight from bytes, off the loop. :func:`document_bodies` puts ``model`` back into
-    the OpenAPI document as the route's request body.
+    request (``/health`` too) for seconds. This authenticates the caller, reads the bytes,
+    then validates them once, straight from bytes, off the loop. :func:`document_bodies`
+    puts ``model`` back into the OpenAPI document as the route's request body.
     """
 
-    async def body(request: Request) -> M:
+    async def body(request: Request, _: PrincipalDep) -> M:  # who asks, before any parse
         return await run_in_threadpool(validate_json, model, await request.body())
 
     body.body_model = model  # type: ignore[attr-defined]
