@@ -6,9 +6,11 @@ helpers here translate both to the public ids our server faces.
 
 from __future__ import annotations
 
+import base64
 import random
 from typing import Any
 
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
@@ -133,3 +135,15 @@ def request_of(
     rs = ResourceSpans(scope_spans=[{"spans": spans}])
     rs.resource.attributes.extend(key_values(list(resource)))
     return ExportTraceServiceRequest(resource_spans=[rs])
+
+
+def otlp_json(request: ExportTraceServiceRequest) -> dict[str, Any]:
+    """``request`` in the OTLP JSON encoding (protobuf's JSON, with hex trace and span ids)."""
+    body = json_format.MessageToDict(request)
+    for resource in body.get("resourceSpans", []):
+        for scope in resource.get("scopeSpans", []):
+            for span in scope.get("spans", []):
+                for name in ("traceId", "spanId", "parentSpanId"):
+                    if name in span:
+                        span[name] = base64.b64decode(span[name]).hex()
+    return body
