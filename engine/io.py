@@ -122,6 +122,12 @@ _STRING_COLUMNS = tuple(
 )
 _INT_COLUMNS = tuple(name for name, dtype in s.CALL_SCHEMA.items() if dtype == pl.Int64)
 _INT64 = range(-(2**63), 2**63)
+_STRING, _INTEGER, _STRINGS = "a string", "a 64-bit integer", "a list of strings"
+_RULES = {
+    **dict.fromkeys(_STRING_COLUMNS, _STRING),
+    **dict.fromkeys(_INT_COLUMNS, _INTEGER),
+    **dict.fromkeys(_REF_SOURCES, _STRINGS),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,22 +178,21 @@ def checked_call(record: Any, where: str) -> dict[str, Any]:
     for name in JSONL_REQUIRED:
         if record.get(name) in (None, ""):
             raise InputDataError(f"{where}: missing column {name!r}")
-    for name in _STRING_COLUMNS:
-        if record.get(name) is not None and not isinstance(record[name], str):
-            raise _bad(where, name, "a string", record[name])
-    for name in _INT_COLUMNS:
-        value = record.get(name)
-        if value is not None and (type(value) is not int or value not in _INT64):
-            raise _bad(where, name, "a 64-bit integer", value)
-    for name in _REF_SOURCES:
-        value = record.get(name)
-        if value is not None and not (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            raise _bad(where, name, "a list of strings", value)
+    for name, value in record.items():  # one pass: a call holds far fewer keys than rules
+        wanted = _RULES.get(name)
+        if value is not None and wanted is not None and not _fits(wanted, value):
+            raise _bad(where, name, wanted, value)
     for name in s.DATETIME_COLUMNS:
         record[name] = _timestamp(record.get(name), where, name)
     return record
+
+
+def _fits(wanted: str, value: Any) -> bool:
+    if wanted == _STRING:
+        return type(value) is str
+    if wanted == _INTEGER:
+        return type(value) is int and value in _INT64
+    return isinstance(value, list) and all(type(v) is str for v in value)
 
 
 def _bad(where: str, name: str, wanted: str, value: Any) -> InputDataError:
