@@ -29,6 +29,7 @@ from engine.errors import InputDataError
 
 _ROW = "__row"  # a key row's position, to restore key order after sorting by time
 _CALL = "__call"  # a result row's call, as its row number in the answer
+_AT = "__at"  # a row's start, or the timeline's dawn when it started before
 DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
 
 
@@ -234,6 +235,36 @@ class _Timelines:
 _TIMELINES = _Timelines()
 
 
+def with_prices(
+    rows: pl.LazyFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
+) -> pl.LazyFrame:
+    """``rows`` (with ``model`` and ``started_at``) with the chosen price row's ``seq`` and
+    four prices added (nulls for a model without price), in any row order: one as-of join
+    on the (kept) timeline of ``prices`` for ``project_id``, so a request's usage rows are
+    priced in the same query that reads them."""
+    timeline = _TIMELINES.get(prices, project_id)
+    if not timeline.height:
+        return rows.with_columns(
+            pl.lit(None, pl.Int64).alias(s.PRICE_SEQ),
+            *(pl.lit(None, pl.Float64).alias(p) for p in s.PRICES),
+        )
+    dawn = timeline.get_column(_FROM).to_physical()[0]  # a start before dawn has dawn's pick
+    start = pl.max_horizontal(pl.col(s.STARTED_AT).to_physical(), dawn).cast(s.TIMESTAMP)
+    return (
+        rows.with_columns(start.alias(_AT))
+        .sort(_AT)
+        .join_asof(
+            timeline.lazy(),
+            left_on=_AT,
+            right_on=_FROM,
+            by=s.MODEL,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .drop(_AT, _FROM)
+    )
+
+
 def lookup_prices(
     keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
 ) -> pl.DataFrame:
@@ -252,24 +283,9 @@ def lookup_prices(
     >>> lookup_prices(keys, prices, "e/p").get_column("seq").to_list()
     [0, 1, None]
     """
-    timeline = _TIMELINES.get(prices, project_id)
-    start = pl.col(s.STARTED_AT)
-    if timeline.height:  # a start before dawn has dawn's pick
-        dawn = timeline.get_column(_FROM).to_physical()[0]
-        start = pl.max_horizontal(start.to_physical(), dawn).cast(s.TIMESTAMP).alias(s.STARTED_AT)
+    rows = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index(_ROW)
     return (
-        keys.lazy()
-        .select(s.MODEL, start)
-        .with_row_index(_ROW)
-        .sort(s.STARTED_AT)
-        .join_asof(
-            timeline.lazy(),
-            left_on=s.STARTED_AT,
-            right_on=_FROM,
-            by=s.MODEL,
-            strategy="backward",
-            check_sortedness=False,
-        )
+        with_prices(rows, prices, project_id)
         .sort(_ROW)
         .select(s.PRICE_SEQ, *s.PRICES)
         .collect(engine=s.ENGINE)
