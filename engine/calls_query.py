@@ -22,7 +22,9 @@ from engine.calls_models import CallsQueryReq, CallsQueryStatsReq, CallsQuerySta
 from engine.errors import InvalidRequestError
 from engine.pricing import default_table, lookup_prices
 from engine.query import Ctx
-from engine.query.fields import cast_float, is_json_field, json_value, resolve, split_path
+from engine.query.ast import Convert, GetField
+from engine.query.compile import to_val
+from engine.query.fields import split_path
 from engine.selection import columns_read, select_calls
 from engine.trace_usage import _candidates, _engine_call, _parse
 from engine.usage import usage_from_json
@@ -105,18 +107,20 @@ def _exists(name: str) -> pl.Expr:
     return doc.str.json_path_match(path).is_not_null()
 
 
+def _is_json(name: str) -> bool:
+    return name.split(".")[0] in s.JSON_COLUMNS and not name.startswith("summary.weave.")
+
+
 def _sort_keys(sort_by: list[SortBy] | None, ctx: Ctx) -> list[tuple[pl.Expr, bool]]:
     """Sort expressions and directions; JSON fields sort by existence, number, then text."""
     keys: list[tuple[pl.Expr, bool]] = []
     for i, (name, desc) in enumerate(_order(sort_by)):
-        where = f"sort_by[{i}].field"
-        if is_json_field(name):
-            column = name.split(".")[0]
-            parts = split_path(name[len(column) + 1 :]) if name != column else []
-            text = json_value(column, parts, ctx, where)
-            keys += [(_exists(name), True), (cast_float(text), desc), (text, desc)]
+        field = GetField(name, where=f"sort_by[{i}].field")
+        if _is_json(name):
+            number = to_val(Convert(field, "double", where=field.where), ctx).expr
+            keys += [(_exists(name), True), (number, desc), (to_val(field, ctx).expr, desc)]
         else:
-            keys.append((resolve(name, ctx, where).expr, desc))
+            keys.append((to_val(field, ctx).expr, desc))
     return keys
 
 
@@ -178,7 +182,7 @@ def _derived(columns: list[str]) -> list[pl.Expr]:
         status.alias("__status"),
         latency.alias("__latency"),
         pl.when(display != "").then(display).alias("__display"),
-        resolve("summary.weave.trace_name", Ctx(), "").expr.alias("__trace_name"),
+        to_val(GetField("summary.weave.trace_name"), Ctx()).expr.alias("__trace_name"),
     ]
 
 
@@ -365,6 +369,8 @@ def calls_query(
     if req.limit and req.limit > 0:
         picked = picked.head(req.limit)
     columns = selected_columns(req)
+    if s.DISPLAY_NAME not in columns:  # the derived name reads only selected columns
+        picked = picked.with_columns(pl.lit(None, pl.String).alias(s.DISPLAY_NAME))
     page = picked.select(*columns, *_derived(columns)).collect(engine=s.ENGINE)
     costs = None
     if req.include_costs:
