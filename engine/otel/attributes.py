@@ -17,6 +17,7 @@ import base64
 import json
 import math
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -74,6 +75,11 @@ def _merge_into(holder: Tree, key: str, value: Any) -> None:
     holder[key] = base
 
 
+@lru_cache(maxsize=1024)
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
 def lookup(tree: Any, path: str) -> Any:
     """The value at dotted ``path`` (a flat key first), or None; digits index lists.
 
@@ -87,7 +93,7 @@ def lookup(tree: Any, path: str) -> Any:
     if isinstance(tree, dict) and path in tree:
         return tree[path]
     node = tree
-    for part in path.split("."):
+    for part in _parts(path):
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit():
