@@ -309,30 +309,31 @@ def cost_rows(
     row number in ``ids`` of each, non-decreasing.
     """
     tokens = {name: totals[name] for name in s.TOKENS}
-    frame = pl.DataFrame(
-        {
-            _CALL: call,
-            s.ID: ids.gather(call),
-            s.MODEL: groups.get_column(s.MODEL).gather(group),
-            **tokens,
+    costs: dict[str, pl.Expr] = {c: pl.lit(None, pl.Float64) for c in s.COSTS}
+    models = groups.get_column(s.MODEL)
+    if include_costs:  # nulls (unpriced models) read as NaN, which cost 0
+        table = np.column_stack([groups.get_column(p).to_numpy() for p in s.PRICES])
+        price = dict(zip(s.PRICES, np.nan_to_num(table, nan=0.0)[group].T, strict=True))
+        billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
+        billed = {
+            s.PROMPT_COST: billed_prompt * price[s.PROMPT_PRICE],
+            s.COMPLETION_COST: tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE],
+            s.CACHE_READ_COST: tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE],
+            s.CACHE_CREATION_COST: tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE],
         }
-    )
-    if not include_costs:
-        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in s.COSTS)
-        return frame.drop(_CALL), call
-    table = groups.select(pl.col(s.PRICES).fill_null(0.0)).to_numpy()[group]  # (rows, 4)
-    price = {p: table[:, i] for i, p in enumerate(s.PRICES)}
-    billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
-    frame = frame.with_columns(
-        pl.Series(s.PROMPT_COST, billed_prompt * price[s.PROMPT_PRICE]),
-        pl.Series(s.COMPLETION_COST, tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE]),
-        pl.Series(s.CACHE_READ_COST, tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE]),
-        pl.Series(s.CACHE_CREATION_COST, tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE]),
-    )
-    models = groups.get_column(s.MODEL).to_list()  # a handful: plain Python is quickest
-    if len(set(models)) == len(models):  # one price row per model: done
-        return frame.drop(_CALL), call
-    merged = frame.group_by(_CALL, s.MODEL, maintain_order=True).agg(
+        costs = {name: pl.lit(pl.Series(name, values)) for name, values in billed.items()}
+    # one query builds the rows (small answers are dominated by the number of queries)
+    columns = {
+        s.ID: pl.lit(ids).gather(pl.lit(pl.Series(call))),
+        s.MODEL: pl.lit(models).gather(pl.lit(pl.Series(group))),
+        **{name: pl.lit(pl.Series(name, values)) for name, values in tokens.items()},
+        **costs,
+    }
+    names = models.to_list()  # a handful: plain Python is quickest
+    if not include_costs or len(set(names)) == len(names):  # one price row per model: done
+        return pl.select(**columns), call
+    merged = pl.select(pl.lit(pl.Series(_CALL, call)), **columns)
+    merged = merged.group_by(_CALL, s.MODEL, maintain_order=True).agg(
         pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
     )
     call_index = merged.get_column(_CALL).to_numpy()
