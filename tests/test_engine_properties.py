@@ -1,13 +1,17 @@
-"""Property tests: the engine against the obvious model, on hypothesis-generated trees."""
+"""Property tests: the engine against the obvious model, on hypothesis-generated trees and on
+forests big enough for the threaded path; the packed sorts' argsort fallback is forced too."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import rollup as rollup_module
 from engine import schema as s
 from engine import trace_usage
 from tests.engine_helpers import PROJECT, T0
@@ -89,3 +93,66 @@ def test_root_total_is_the_sum_over_its_tree(tree) -> None:
                     expected["requests"] = expected.get("requests", 0) + tokens["requests"]
         got = sum(u["requests"] for u in answer[root].values())
         assert got == expected.get("requests", 0)
+
+
+def big_forest(seed: int, n: int) -> tuple[dict[str, str | None], dict[str, dict]]:
+    """``n`` calls: random earlier parents, a 300-deep chain, orphans, cycles, self-parents
+    and raw usage over four models (1-2 per call for about half of them)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i}" for i in range(n)]
+    parent = (rng.random(n) * np.arange(n)).astype(np.int64)
+    parent[1:300] = np.arange(299)  # a chain
+    parent[rng.random(n) < 0.02] = -1
+    loops = rng.choice(n, size=30, replace=False)
+    parent[loops] = rng.choice(n, size=30)  # may point forward: cycles and self-parents
+    parents = {c: (ids[p] if p >= 0 else None) for c, p in zip(ids, parent, strict=True)}
+    for c in rng.choice(ids, size=20):
+        parents[str(c)] = "outside"
+    usage = {}
+    for i in np.flatnonzero(rng.random(n) < 0.5):
+        picked = rng.choice(["a", "b", "c", "d"], size=rng.integers(1, 3), replace=False)
+        usage[ids[i]] = {
+            str(m): {k: int(rng.integers(-5, 10**6)) for k in rng.choice(s.RAW_COUNTERS, 3)}
+            for m in picked
+        }
+    return parents, usage
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_engine_equals_model_on_the_threaded_path(seed: int, monkeypatch) -> None:
+    """Over 20,000 calls the rollup hands its steps to the worker threads."""
+    parents, usage = big_forest(seed, 25_000)
+    submitted = []
+    submit = rollup_module.workers.submit
+
+    def spy(fn, *args):
+        submitted.append(fn.__name__)
+        return submit(fn, *args)
+
+    monkeypatch.setattr(rollup_module.workers, "submit", spy)
+    order = list(parents)
+    np.random.default_rng(seed).shuffle(order)
+    got = trace_usage(to_frame(parents, usage, order), {"project_id": PROJECT, "limit": 0})
+    assert "_preorder" in submitted  # the threaded path was taken
+    assert model.strip_costs(got.to_dict()) == model.rollup(parents, usage)
+
+
+@settings(max_examples=100, deadline=None)
+@given(call_trees(), st.randoms(use_true_random=False))
+def test_engine_equals_model_with_the_argsort_fallback(tree, rng) -> None:
+    """Keys too wide for one 64-bit word with a position are sorted by ``np.argsort``;
+    forcing that path everywhere (no word is wide enough) changes no answer."""
+    parents, usage = tree
+    order = list(parents)
+    rng.shuffle(order)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rollup_module, "_WORD_BITS", 0)
+        got = trace_usage(to_frame(parents, usage, order), {"project_id": PROJECT, "limit": 0})
+    assert model.strip_costs(got.to_dict()) == model.rollup(parents, usage)
+
+
+def test_engine_equals_model_on_the_threaded_path_with_the_argsort_fallback(monkeypatch) -> None:
+    parents, usage = big_forest(7, 21_000)
+    monkeypatch.setattr(rollup_module, "_WORD_BITS", 0)
+    got = trace_usage(to_frame(parents, usage, list(parents)), {"project_id": PROJECT, "limit": 0})
+    assert model.strip_costs(got.to_dict()) == model.rollup(parents, usage)
