@@ -117,17 +117,17 @@ class LenientModel(BaseModel):
 
 
 class CallsFilter(LenientModel):
-    op_names: list[str] | None = None
-    input_refs: list[str] | None = None
-    output_refs: list[str] | None = None
-    parent_ids: list[str] | None = None
-    trace_ids: list[str] | None = None
-    call_ids: list[str] | None = None
-    thread_ids: list[str] | None = None
-    turn_ids: list[str] | None = None
+    op_names: list[WireStr] | None = None
+    input_refs: list[WireStr] | None = None
+    output_refs: list[WireStr] | None = None
+    parent_ids: list[WireStr] | None = None
+    trace_ids: list[WireStr] | None = None
+    call_ids: list[WireStr] | None = None
+    thread_ids: list[WireStr] | None = None
+    turn_ids: list[WireStr] | None = None
     trace_roots_only: bool | None = None
-    wb_user_ids: list[str] | None = None
-    wb_run_ids: list[str] | None = None
+    wb_user_ids: list[WireStr] | None = None
+    wb_run_ids: list[WireStr] | None = None
 
 
 class Query(BaseModel):

@@ -147,10 +147,12 @@ def _(node: In, ctx: Ctx) -> Val:
     elif len(casts) == 1:
         shared = casts.pop()
     lhs = ctx.bound(_operand(node.left, shared, ctx))
-    items = [to_val(item, ctx) for item in node.items]
     if all(isinstance(item, Literal) for item in node.items):
-        hit = _in_literals(lhs, [item.value for item in node.items])  # type: ignore[union-attr]
+        ctx.charge(1, node.where)
+        values = [_in_int64(item.value, item.where) for item in node.items]  # type: ignore[union-attr]
+        hit = _in_literals(lhs, values)
     else:
+        items = [to_val(item, ctx) for item in node.items]
         hits = [compare(lhs, item, "eq", ctx).fill_null(False) for item in items]
         hit = pl.any_horizontal(hits) if hits else pl.lit(False)
     return Val(pl.when(lhs.expr.is_not_null()).then(hit), Kind.BOOL)
@@ -177,12 +179,18 @@ def literal(value: Any, where: str = "") -> Val:
     if isinstance(value, bool):
         return Val(pl.lit(value, pl.Boolean), Kind.BOOL)
     if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise UnsupportedQueryError(f"integer literal {value} is outside int64", path=where)
-        return Val(pl.lit(value, pl.Int64), Kind.INT)
+        return Val(pl.lit(_in_int64(value, where), pl.Int64), Kind.INT)
     if isinstance(value, float):
         return Val(pl.lit(value, pl.Float64), Kind.FLOAT)
     return Val(pl.lit(value, pl.String), Kind.STR)
+
+
+def _in_int64(value: Any, where: str) -> Any:
+    """``value``, unless it is an integer outside int64 (the reference's ClickHouse type)."""
+    out_of_range = isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]
+    if out_of_range and not isinstance(value, bool):
+        raise UnsupportedQueryError(f"integer literal {value} is outside int64", path=where)
+    return value
 
 
 def truthy(val: Val) -> pl.Expr:

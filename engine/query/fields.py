@@ -25,11 +25,14 @@ from engine.query.casts import cast_int
 from engine.query.render import json_text
 from engine.query.values import Kind, Val, kind_of
 
-MAX_PATH_PARTS = 32
+MAX_PATH_PARTS = 20
 """Most dot-separated parts a ``$getField`` path into a JSON column may have."""
-MAX_COMPILED = 50_000
-"""Most units a compiled query may cost: one per IR node, plus each JSON path's
-alternatives times their length."""
+MAX_JSON_READS = 64
+"""Most JSON readings a query may make: one per distinct path, two for each numeric part
+(a key or a list index), each parsing every row's document."""
+MAX_COMPILED = 8_000
+"""Most units a compiled query may cost: one per IR node (a ``$in`` list of literals counts
+once, as it compiles to one ``is_in``), plus each JSON reading's length."""
 _MAX_INDEX_PARTS = 6
 
 
@@ -149,6 +152,7 @@ class Ctx:
     fields: Fields = CALL_FIELDS
     stages: list[dict[str, pl.Expr]] = field(default_factory=list)
     size: int = 0
+    json_reads: int = 0
     _keys: dict[tuple, str] = field(default_factory=dict)
     _stage_of: dict[str, int] = field(default_factory=dict)
 
@@ -261,6 +265,13 @@ def json_value(column: str, parts: list[str], ctx: Ctx, where: str) -> pl.Expr:
 
     def build() -> pl.Expr:
         combos = _combos(_steps(parts, where))
+        ctx.json_reads += len(combos)
+        if ctx.json_reads > MAX_JSON_READS:
+            raise QueryTooComplexError(
+                f"query reads more than {MAX_JSON_READS} JSON paths (a numeric part counts "
+                "twice: as a key and as a list index)",
+                path=where,
+            )
         ctx.charge(len(combos) * (len(parts) + 1), where)
         return _extract(column, combos, ctx)
 
@@ -326,7 +337,8 @@ def _extract(column: str, combos: list[tuple[str | int, ...]], ctx: Ctx) -> pl.E
         if not any(isinstance(step, int) for step in combo):
             exact.append(ctx.helper(("n", column, combo), lambda c=combo, m=m: _exact(doc, c, m)))
     match = ctx.bind(pl.coalesce(matches))
-    return json_text(match, pl.coalesce(strings).is_not_null(), pl.coalesce([*exact, match]))
+    is_string = pl.coalesce(strings).is_not_null()
+    return json_text(match, is_string, pl.coalesce([*exact, match]), ctx.bind)
 
 
 def _exact(doc: pl.Expr, combo: tuple[str | int, ...], match: pl.Expr) -> pl.Expr:

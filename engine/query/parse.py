@@ -87,7 +87,7 @@ def _node(raw: Any, where: str, keys: tuple[str, ...]) -> Node:
         if key in raw:
             return _PARSERS[key](raw[key], f"{where}.{key}")
     allowed = ", ".join(keys)
-    found = ", ".join(map(str, raw)) or "nothing"
+    found = ", ".join(map(repr, raw)) or "nothing"
     raise QueryParseError(f"unknown operator {found}; expected one of {allowed}", path=where)
 
 
@@ -108,8 +108,22 @@ def _fixed(raw: Any, where: str, what: str, n: int) -> list[Any]:
     return items
 
 
+def _text(raw: str, where: str) -> str:
+    """``raw`` if it is valid text; a lone surrogate (JSON ``"\\ud800"``) cannot be matched,
+    stored or echoed."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise QueryParseError(
+            f"a lone surrogate at character {err.start} is not valid text", path=where
+        ) from None
+    return raw
+
+
 def _literal(raw: Any, where: str) -> Node:
-    if raw is None or isinstance(raw, str | bool | int | float):
+    if isinstance(raw, str):
+        return Literal(_text(raw, where), where)
+    if raw is None or isinstance(raw, bool | int | float):
         return Literal(raw, where)
     raise QueryParseError(
         f"$literal must be a string, number, boolean or null, got {_kind(raw)}", path=where
@@ -119,7 +133,7 @@ def _literal(raw: Any, where: str) -> Node:
 def _get_field(raw: Any, where: str) -> Node:
     if not isinstance(raw, str):
         raise QueryParseError(f"$getField takes a field name string, got {_kind(raw)}", path=where)
-    return GetField(raw, where)
+    return GetField(_text(raw, where), where)
 
 
 def _spec(raw: Any, where: str, what: str, required: tuple[str, ...]) -> dict[str, Any]:

@@ -14,12 +14,18 @@ import polars as pl
 
 from engine.query.values import Kind, Val
 
+Bind = Callable[[pl.Expr], pl.Expr]
 
-def json_text(match: pl.Expr, is_string: pl.Expr, number: pl.Expr) -> pl.Expr:
+
+def json_text(
+    match: pl.Expr, is_string: pl.Expr, number: pl.Expr, bind: Bind = lambda e: e
+) -> pl.Expr:
     """A JSON value as ``_ch_json_value`` prints it (never null).
 
     ``match`` is the value's JSON text (null when the path is missing), ``is_string`` says
-    it was a JSON string, and ``number`` is the exact text of a numeric leaf.
+    it was a JSON string, and ``number`` is the exact text of a numeric leaf. ``bind``
+    turns an intermediate text that later steps read several times into a column
+    (:meth:`~engine.query.fields.Ctx.bind`).
     """
     m = match
     return (
@@ -28,7 +34,7 @@ def json_text(match: pl.Expr, is_string: pl.Expr, number: pl.Expr) -> pl.Expr:
         .when(is_string)
         .then(m)
         .when(m.str.starts_with("{") | m.str.starts_with("["))
-        .then(_python_json(m))
+        .then(_python_json(m, bind))
         .when(m.is_in(["true", "false"]))
         .then(m)
         .otherwise(_python_number(number, m))
@@ -77,38 +83,45 @@ def _repr_float(text: pl.Expr) -> pl.Expr:
 _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 
 
-def _python_json(text: pl.Expr) -> pl.Expr:
+def _python_json(text: pl.Expr, bind: Bind) -> pl.Expr:
     """serde's minified JSON -> ``json.dumps(v, separators=(",", ":"))``.
 
     Numbers outside strings are re-formatted (a marker after each skipped string is
     removed again) and characters from DEL up are escaped as ``\\uXXXX``. Each fix runs
     only on the rows that may need it.
     """
-    small_exp = _only_where(
-        text,
-        "e-",
-        lambda t: (
-            t.str.replace_all(f"({_JSON_STRING})|e-(\\d)([^\\d])", "${1}\x01e-${2}${3}")
-            .str.replace_all('"\x01e-', '"', literal=True)
-            .str.replace_all("\x01e-", "e-0", literal=True)
-        ),
+    small_exp = bind(
+        _only_where(
+            text,
+            "e-",
+            lambda t: (
+                t.str.replace_all(f"({_JSON_STRING})|e-(\\d)([^\\d])", "${1}\x01e-${2}${3}")
+                .str.replace_all('"\x01e-', '"', literal=True)
+                .str.replace_all("\x01e-", "e-0", literal=True)
+            ),
+        )
     )
-    fixed = _only_where(
-        small_exp,
-        "0.0000",
-        lambda t: (
-            t.str.replace_all(
-                f"({_JSON_STRING})|([,:\\[]-?)0\\.0000(\\d)(\\d*)", "${1}\x01${2}\x02${3}.${4}e-05"
-            )
-            .str.replace_all('"\x01\x02.e-05', '"', literal=True)
-            .str.replace_all("\x01([^\x02]*)\x02(\\d)\\.e-05", "${1}${2}e-05")
-            .str.replace_all("\x01([^\x02]*)\x02", "${1}")
-        ),
+    fixed = bind(
+        _only_where(
+            small_exp,
+            "0.0000",
+            lambda t: (
+                t.str.replace_all(
+                    f"({_JSON_STRING})|([,:\\[]-?)0\\.0000(\\d)(\\d*)",
+                    "${1}\x01${2}\x02${3}.${4}e-05",
+                )
+                .str.replace_all('"\x01\x02.e-05', '"', literal=True)
+                .str.replace_all("\x01([^\x02]*)\x02(\\d)\\.e-05", "${1}${2}e-05")
+                .str.replace_all("\x01([^\x02]*)\x02", "${1}")
+            ),
+        )
     )
-    # ASCII runs stay whole; each wider character becomes one token to escape
+    # ASCII runs stay whole; each wider character becomes one token to escape. Two passes
+    # (code point, then escape) so that no pass repeats another's expression.
     wide = pl.when(fixed.str.contains("[^\x00-\x7e]")).then(fixed)
     tokens = wide.str.extract_all("[\x00-\x7e]+|[^\x00-\x7e]")
-    escaped = tokens.list.eval(_escape_char(pl.element())).list.join("")
+    coded = tokens.list.eval(pl.struct(text=pl.element(), code=_code_point(pl.element())))
+    escaped = coded.list.eval(_escape_token(pl.element())).list.join("")
     return pl.coalesce(escaped, fixed)
 
 
@@ -117,14 +130,16 @@ def _only_where(text: pl.Expr, needle: str, fix: Callable[[pl.Expr], pl.Expr]) -
     return pl.coalesce(fix(pl.when(text.str.contains(needle, literal=True)).then(text)), text)
 
 
-def _escape_char(c: pl.Expr) -> pl.Expr:
-    """A token -> itself when ASCII below DEL, else its ``\\uXXXX`` (UTF-16) escape."""
+def _code_point(c: pl.Expr) -> pl.Expr:
+    """The code point of a one-character token (UTF-8 decoded); -1 for a run below DEL."""
     hexed = c.str.encode("hex")
     n = hexed.str.len_bytes() // 2
     byte = [hexed.str.slice(2 * i, 2).str.to_integer(base=16, strict=False) for i in range(4)]
     cont = [b.fill_null(0) % 64 for b in byte]
-    cp = (
-        pl.when(n == 1)
+    return (
+        pl.when(byte[0] < 0x7F)
+        .then(pl.lit(-1, pl.Int64))
+        .when(n == 1)
         .then(byte[0])
         .when(n == 2)
         .then((byte[0] % 32) * 64 + cont[1])
@@ -132,11 +147,16 @@ def _escape_char(c: pl.Expr) -> pl.Expr:
         .then((byte[0] % 16) * 4096 + cont[1] * 64 + cont[2])
         .otherwise((byte[0] % 8) * 262144 + cont[1] * 4096 + cont[2] * 64 + cont[3])
     )
+
+
+def _escape_token(token: pl.Expr) -> pl.Expr:
+    """A ``{text, code}`` token -> its text when ASCII, else its ``\\uXXXX`` (UTF-16) escape."""
+    cp = token.struct.field("code")
     high = 0xD800 + (cp - 0x10000) // 1024
     low = 0xDC00 + (cp - 0x10000) % 1024
     return (
-        pl.when(byte[0] < 0x7F)  # an ASCII run
-        .then(c)
+        pl.when(cp < 0)
+        .then(token.struct.field("text"))
         .when(cp <= 0xFFFF)
         .then(_u_escape(cp))
         .otherwise(pl.concat_str(_u_escape(high), _u_escape(low)))
