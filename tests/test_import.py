@@ -206,3 +206,26 @@ def test_cli_import_into_a_damaged_store_is_one_line(
     assert main(["import", str(path), "--data-dir", str(data), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("trace-usage import: ") and "damaged" in err and err.count("\n") == 1
+
+
+def test_cli_import_takes_directories_and_globs_as_rollup_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "exports"
+    (folder / "day1").mkdir(parents=True)
+    _write_jsonl(folder / "day1" / "calls.jsonl.gz", [_line("a"), _line("b")], gz=True)
+    pl.DataFrame(
+        {"project_id": [PROJECT], "id": ["c"], "op_name": ["op"], "started_at": [T0]}
+    ).write_parquet(folder / "more.parquet")
+    (folder / "notes.txt").write_text("not calls")  # a directory contributes calls files only
+    data = tmp_path / "data"
+    assert main(["import", str(folder), "--data-dir", str(data), "--quiet"]) == 0
+    assert "imported 3 rows from 2 file(s)" in capsys.readouterr().out
+    assert main(["import", str(folder / "*" / "*.gz"), "--data-dir", str(data), "--quiet"]) == 0
+    assert main(["import", str(tmp_path / "none-*.jsonl"), "--data-dir", str(data)]) == 2
+    assert "no input matches" in capsys.readouterr().err
+    store = CallStore(data / DB_FILE)
+    try:
+        assert sorted(_snapshot(store)[0].get_column(s.ID)) == ["a", "b", "c"]
+    finally:
+        store.close()
