@@ -375,7 +375,7 @@ def test_jsonl_reads_timestamps_and_json_columns(tmp_path: Path) -> None:
     [
         ("[1, 2]\n", "JSON object"),
         ("{not json\n", "not JSON"),
-        ('{"id": "a", "project_id": "e/p", "op_name": "o", "started_at": "yesterday"}\n', "ISO 8601"),
+        ('{"id": "a", "project_id": "e/p", "op_name": "o", "started_at": "x"}\n', "ISO 8601"),
     ],
 )
 def test_bad_jsonl_is_input_data_error(tmp_path: Path, text: str, message: str) -> None:
