@@ -248,7 +248,8 @@ def with_prices(
             pl.lit(None, pl.Int64).alias(s.PRICE_SEQ),
             *(pl.lit(None, pl.Float64).alias(p) for p in s.PRICES),
         )
-    dawn = timeline.get_column(_FROM).to_physical()[0]  # a start before dawn has dawn's pick
+    # a start before dawn has dawn's pick (read through NumPy: no Polars query)
+    dawn = int(timeline.get_column(_FROM).to_numpy()[:1].view(np.int64)[0])
     start = pl.max_horizontal(pl.col(s.STARTED_AT).to_physical(), dawn).cast(s.TIMESTAMP)
     return (
         rows.with_columns(start.alias(_AT))

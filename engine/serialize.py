@@ -114,7 +114,7 @@ def _gaps(ids: pl.Series, empty: np.ndarray, slot: np.ndarray, slots: int) -> pl
     The items of a slot are adjacent in the text of all items, so each slot's text is a
     range of that text: new offsets over the same data buffer, with no join or group-by.
     """
-    items = pl.select(pl.concat_str(pl.lit('"'), pl.lit(ids.gather(empty)), pl.lit('":{},')))
+    items = pl.select(pl.concat_str(pl.lit('"'), pl.lit(ids).gather(empty), pl.lit('":{},')))
     text = _large_text(items.to_series())
     item_end = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
     first_item = np.zeros(slots + 1, dtype=np.int64)
@@ -189,7 +189,7 @@ def json_chunks(
                 _choose(np.arange(len(openers)) > 0, ",", ""),
                 pl.lit(gaps.head(len(openers))),
                 pl.lit('"'),
-                pl.lit(ids.gather(openers)),
+                pl.lit(ids).gather(openers),
                 pl.lit('":{'),
             )
         ).to_series()
