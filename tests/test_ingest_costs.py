@@ -96,6 +96,43 @@ QUERIES: list[dict[str, Any]] = [
     {"sort_by": [{"field": "llm_id", "direction": "asc"}], "limit": 2, "offset": 1},
     {"sort_by": [{"field": "effective_date", "direction": "asc"}]},
     {"fields": ["llm_id", "prompt_token_cost"], "limit": 3},
+    # odd cases: nothing selected, paging past the end, an empty page
+    {"query": {"$expr": {"$eq": [field("llm_id"), lit("nope")]}}},
+    {"offset": 10},
+    {"limit": 0},
+    # the query language's own rules, as over calls
+    {"query": {"$expr": {"$not": [field("provider_id")]}}},
+    {"query": {"$expr": {"$not": [{"$not": [{"$gt": [field("prompt_token_cost"), lit(0)]}]}]}}},
+    {"query": {"$expr": {"$eq": [{"$size": field("llm_id")}, lit(5)]}}},
+    {"query": {"$expr": {"$gt": [field("prompt_token_cost"), lit(True)]}}},
+    {"query": {"$expr": {"$eq": [field("llm_id"), lit(1)]}}},
+    {"query": {"$expr": {"$in": [field("prompt_token_cost"), [lit(0), lit("x"), lit(3e-6)]]}}},
+    {
+        "query": {
+            "$expr": {
+                "$eq": [
+                    {"$convert": {"input": field("prompt_token_cost"), "to": "string"}},
+                    lit("3e-06"),
+                ]
+            }
+        }
+    },
+    {
+        "query": {
+            "$expr": {"$gt": [{"$convert": {"input": field("llm_id"), "to": "double"}}, lit(0)]}
+        }
+    },
+    {
+        "query": {
+            "$expr": {"$contains": {"input": field("prompt_token_cost_unit"), "substr": lit("ur")}}
+        }
+    },
+    {
+        "sort_by": [
+            {"field": "completion_token_cost_unit", "direction": "asc"},
+            {"field": "prompt_token_cost", "direction": "desc"},
+        ]
+    },
 ]
 
 
