@@ -26,6 +26,7 @@ from engine.models import (
     SummaryUsageMode,
     TraceUsageReq,
 )
+from engine.overflow import check_sums
 from engine.pricing import cost_rows, default_prices, default_table, price_table, with_prices
 from engine.rollup import Tree, index_tree, rollup_rows
 from engine.selection import select_calls
@@ -195,9 +196,9 @@ def _compute(
     ids = selected.get_column(s.ID)
     tree_calls = pl.DataFrame([ids, selected.get_column(s.PARENT_ID)])
     if usage is None:
-        raw = usage_from_json(selected.select(s.ID, s.SUMMARY)).lazy()
-    else:
-        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
+        usage = usage_from_json(selected.select(s.ID, s.SUMMARY))
+    check_sums(usage, costs=include_costs)  # no token sum below may pass 64 bits
+    raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
     picked = selected.lazy().select(s.ID, s.STARTED_AT)
     if mode == "auto":
         raw = drop_client_rollups(raw.join(picked, on=s.ID, how="semi"), tree_calls.lazy())
