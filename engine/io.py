@@ -5,7 +5,9 @@ Calls come as Parquet (a file, a directory of files or a glob, in
 :data:`engine.schema.CALL_SCHEMA`; missing optional columns read as null, timestamps may be
 ISO 8601 text) or as JSON Lines of Weave calls: one complete call (``CallSchema``) or
 start-only call per line, bare or wrapped as ``{"start": {...}}`` (a ``/call/start`` body),
-gzip accepted. A file whose suffix says neither is read by its content.
+or OTLP ``ExportTraceServiceRequest`` lines (the Collector's file exporter), each span a call
+as ``POST /otel/v1/traces`` stores it; gzip accepted. A file whose suffix says neither is
+read by its content.
 
 One set of rules, whichever command reads:
 
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 
 from engine import schema as s
 from engine.errors import InputDataError
+from engine.otel import is_otlp_request, otlp_line_calls
 from engine.refs import input_refs, output_refs
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -154,6 +157,9 @@ def call_lines(path: Path) -> Iterator[CallLine]:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as err:
                 raise InputDataError(f"{where}: not JSON: {err}") from err
+            if is_otlp_request(record):  # an OTLP export (Collector file): its spans' calls
+                yield from (CallLine(c, where, raw.tell()) for c in otlp_line_calls(record, where))
+                continue
             yield CallLine(checked_call(record, where), where, raw.tell())
 
 

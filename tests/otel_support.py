@@ -94,20 +94,25 @@ def usage_attrs(rng: random.Random) -> list[tuple[str, Any]]:
     return attrs
 
 
-def model_attrs(rng: random.Random) -> list[tuple[str, Any]]:
+def model_attrs(rng: random.Random, models: tuple[str, ...]) -> list[tuple[str, Any]]:
     roll = rng.random()
     if roll < 0.6:
-        return [(rng.choice(MODEL_KEYS), rng.choice(MODELS))]
+        return [(rng.choice(MODEL_KEYS), rng.choice(models))]
     if roll < 0.75:
-        return [("llm.invocation_parameters", f'{{"model": "{rng.choice(MODELS)}"}}')]
+        return [("llm.invocation_parameters", f'{{"model": "{rng.choice(models)}"}}')]
     return []
 
 
 def random_span(
-    rng: random.Random, trace_id: bytes, span_id: bytes, parent: bytes, t0_ns: int
+    rng: random.Random,
+    trace_id: bytes,
+    span_id: bytes,
+    parent: bytes,
+    t0_ns: int,
+    models: tuple[str, ...] = MODELS,
 ) -> Span:
     start = t0_ns + rng.randint(0, 10**12)
-    attrs = usage_attrs(rng) + model_attrs(rng)
+    attrs = usage_attrs(rng) + model_attrs(rng, models)
     if rng.random() < 0.3:
         attrs.append(("input.value", '{"question": "why?"}'))
     if rng.random() < 0.3:
@@ -126,6 +131,15 @@ def random_span(
         status=Status(code=Status.STATUS_CODE_ERROR if error else rng.choice([0, 1]),
                       message="boom" if error else ""),
     )  # fmt: skip
+
+
+def random_trace(seed: int, spans: int, t0_ns: int, models: tuple[str, ...] = MODELS) -> list[Span]:
+    """One trace of random spans, each span's parent an earlier span."""
+    rng = random.Random(seed)
+    trace_id = rng.randbytes(16)
+    ids = [rng.randbytes(8) for _ in range(spans)]
+    parents = [b"" if i == 0 else ids[rng.randrange(i)] for i in range(spans)]
+    return [random_span(rng, trace_id, ids[i], parents[i], t0_ns, models) for i in range(spans)]
 
 
 def request_of(

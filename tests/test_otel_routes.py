@@ -6,7 +6,6 @@ Answers are checked against weave 0.53.12's ``otel_export`` on the same spans.
 from __future__ import annotations
 
 import gzip
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from service.app import create_app
 from service.settings import Settings
-from tests.otel_support import key_values, otlp_json, random_span, reference_export, request_of
+from tests.otel_support import key_values, otlp_json, random_trace, reference_export, request_of
 from tests.reference import weave_ref
 from tests.reference.compare import assert_same_usage
 
@@ -44,13 +43,7 @@ def client(app_keys) -> TestClient:
 
 
 def _trace(seed: int, spans: int = 12) -> list[Span]:
-    rng = random.Random(seed)
-    trace_id = rng.randbytes(16)
-    ids = [rng.randbytes(8) for _ in range(spans)]
-    return [
-        random_span(rng, trace_id, ids[i], b"" if i == 0 else ids[rng.randrange(i)], T0_NS)
-        for i in range(spans)
-    ]
+    return random_trace(seed, spans, T0_NS)
 
 
 def _usage(client: TestClient, trace_id: str, project: str = PROJECT) -> dict:

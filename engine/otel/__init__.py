@@ -7,7 +7,13 @@ and rejected spans.
 """
 
 from engine.otel.decode import decode_request, encode_response, request_from_json
-from engine.otel.export import Export, calls_from_otlp_json, export_calls
+from engine.otel.export import (
+    Export,
+    calls_from_otlp_json,
+    export_calls,
+    is_otlp_request,
+    otlp_line_calls,
+)
 from engine.otel.mapping import SpanRejected, span_call
 
 __all__ = [
@@ -17,6 +23,8 @@ __all__ = [
     "decode_request",
     "encode_response",
     "export_calls",
+    "is_otlp_request",
+    "otlp_line_calls",
     "request_from_json",
     "span_call",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from engine.errors import InvalidRequestError
+from engine.errors import InputDataError, InvalidRequestError, TraceUsageError
 from engine.otel import conventions as c
 from engine.otel.attributes import expand_key_values, lookup
 from engine.otel.decode import request_from_json
@@ -94,3 +94,20 @@ def calls_from_otlp_json(body: dict[str, Any], project_id: str | None = None) ->
     """The calls of one OTLP JSON ``ExportTraceServiceRequest`` (a line of a Collector
     file): :func:`export_calls` after :func:`engine.otel.decode.request_from_json`."""
     return export_calls(request_from_json(body), project_id)
+
+
+def is_otlp_request(record: Any) -> bool:
+    """Whether a parsed JSON Lines record is an OTLP export request rather than a call."""
+    return isinstance(record, dict) and ("resourceSpans" in record or "resource_spans" in record)
+
+
+def otlp_line_calls(record: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The calls of an OTLP JSON Lines record (a line the Collector's file exporter wrote).
+
+    Each resource must name its project (``wandb.entity``, ``wandb.project``). Spans Weave
+    would reject are left out, as the server leaves them out of what it stores.
+    """
+    try:
+        return calls_from_otlp_json(record).calls
+    except TraceUsageError as e:
+        raise InputDataError(f"{where}: {e}") from None
