@@ -21,6 +21,7 @@ from engine import schema as s
 from engine.refs import input_refs, output_refs
 
 COMPLETE = "complete"  # part flag: the row is the whole call (replaces what is stored)
+_ROW = "_row"  # row numbers while merging
 PART_SCHEMA: dict[str, pl.DataType] = {**s.CALL_SCHEMA, COMPLETE: pl.Boolean()}
 _ORJSON = orjson.OPT_NON_STR_KEYS
 
@@ -178,18 +179,27 @@ def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
         return parts
     has_start = pl.col(COMPLETE) | pl.col(s.OP_NAME).is_not_null()
     has_end = pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null()
-    # a side no part carries keeps the first part's placeholders, as a single write would
-    sides = ((START_COLUMNS, has_start), (END_COLUMNS, has_end))
-    merged = parts.group_by(key, maintain_order=True).agg(
-        *(
-            pl.when(has.any())
-            .then(pl.col(c).filter(has).last())
-            .otherwise(pl.col(c).first())
-            .alias(c)
-            for cols, has in sides
-            for c in cols
-        ),
-        pl.col(s.DELETED_AT).filter(pl.col(COMPLETE)).last(),
-        pl.col(COMPLETE).any(),
+    # a side no part carries keeps the first part's placeholders, as a single write would;
+    # each side is gathered from one row per call, so no string is copied
+    row = pl.col(_ROW)
+    picks = (
+        parts.with_row_index(_ROW)
+        .group_by(key, maintain_order=True)
+        .agg(
+            *(
+                pl.when(has.any()).then(row.filter(has).last()).otherwise(row.first()).alias(side)
+                for side, has in (("_start", has_start), ("_end", has_end))
+            ),
+            pl.col(s.DELETED_AT).filter(pl.col(COMPLETE)).last(),
+            pl.col(COMPLETE).any(),
+        )
+    )
+    merged = pl.concat(
+        [
+            picks.drop("_start", "_end"),
+            parts.select(START_COLUMNS)[picks.get_column("_start")],
+            parts.select(END_COLUMNS)[picks.get_column("_end")],
+        ],
+        how="horizontal",
     )
     return merged.select(list(PART_SCHEMA)).cast(PART_SCHEMA)

@@ -45,6 +45,7 @@ from service.store_sql import KIND, PRICE_COLS, UPSERTS, USAGE_COLS, WRITTEN_SCH
 
 _T = TypeVar("_T")
 MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
+UPSERT_SLICE_BYTES = 4 * 1024 * 1024  # staged parts per MERGE (one transaction for all)
 PRICE_ROW_FIELDS = (
     "id",
     s.PRICING_LEVEL,
@@ -315,28 +316,41 @@ class CallStore:
         Returns the number of distinct calls written. Raises ``InputDataError`` (nothing
         written) when a summary's usage cannot be read.
         """
+        # one copy of the batch at most (merging a call's parts); the rest are views:
+        # filters read only the columns they keep, and Arrow gets Polars' string views
         merged = merge_parts(parts.select(list(PART_SCHEMA)).cast(PART_SCHEMA))
-        ended = merged.filter(pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null())
-        usage = usage_from_json(ended.select(s.PROJECT_ID, s.ID, s.SUMMARY), (s.PROJECT_ID, s.ID))
         staged = merged.with_columns(part_kind())
+        ended = (
+            staged.lazy()
+            .filter(pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null())
+            .select(s.PROJECT_ID, s.ID, s.SUMMARY)
+            .collect()
+        )
+        usage = usage_from_json(ended, (s.PROJECT_ID, s.ID))
         kinds = staged.get_column(KIND).unique().to_list()
-        staged_parts = staged.to_arrow()
-        staged_keys = ended.select(s.PROJECT_ID, s.ID).to_arrow()
-        staged_usage = usage.to_arrow()
-
-        replaced = staged.filter(pl.col(KIND) == "complete").select(s.PROJECT_ID, s.ID, s.TRACE_ID)
+        staged_parts = _to_arrow(staged)
+        staged_keys = _to_arrow(ended.select(s.PROJECT_ID, s.ID))
+        staged_usage = _to_arrow(usage)
+        replaced = (
+            staged.lazy()
+            .filter(pl.col(KIND) == "complete")
+            .select(s.PROJECT_ID, s.ID, s.TRACE_ID)
+            .collect()
+        )
 
         def work(con: duckdb.DuckDBPyConnection) -> None:
-            con.register("staged_parts", staged_parts)
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
             try:
-                for kind in kinds:
-                    for sql in UPSERTS[kind]:
-                        result = con.execute(sql)
-                    if kind != "complete":
-                        written[kind] = result.fetchall()
+                # slice by slice: DuckDB's MERGE holds its input's strings again while it runs
+                for chunk in _slices(staged_parts, UPSERT_SLICE_BYTES):
+                    con.register("staged_parts", chunk)
+                    for kind in kinds:
+                        for sql in UPSERTS[kind]:
+                            result = con.execute(sql)
+                        if kind != "complete":
+                            written.setdefault(kind, []).extend(result.fetchall())
                 # each ended call's trace id as now stored: its usage rows carry it
                 stored = pl.DataFrame(
                     [row for rows in written.values() for row in rows],
@@ -344,7 +358,7 @@ class CallStore:
                     orient="row",
                 )
                 traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
-                con.register("staged_traces", traces.to_arrow())
+                con.register("staged_traces", _to_arrow(traces))
                 if ended.height:
                     con.execute(
                         "DELETE FROM usage USING staged_keys k "
@@ -574,6 +588,17 @@ class CallStore:
         return self._fetch(
             "SELECT project_id, count(*) FROM calls GROUP BY project_id ORDER BY project_id"
         )
+
+
+def _slices(table: pa.Table, size: int) -> list[pa.Table]:
+    """``table`` cut into zero-copy row slices of about ``size`` bytes each."""
+    rows = max(1, table.num_rows * size // max(1, table.nbytes))
+    return [table.slice(start, rows) for start in range(0, max(1, table.num_rows), rows)]
+
+
+def _to_arrow(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as Arrow without copying its strings (DuckDB reads string views)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:

@@ -16,6 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine import schema as s
+from service import store as store_module
 from service.migrations import LATEST, MIGRATIONS
 from service.parts import call_part, merge_parts, parts_frame
 from service.settings import DB_FILE
@@ -116,6 +117,25 @@ def test_one_batch_equals_the_same_parts_one_by_one(tmp_path: Path, seed: int) -
             in_trace = set(calls.collect()[s.ID])
             assert set(usage.collect()[s.ID]) == in_trace & set(a[1][s.ID])
     one.close(), many.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_batch_merged_slice_by_slice_equals_it_merged_whole(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    stored, batch = _random_parts(rng, 10), [*_random_parts(rng), start("c9", "u"), end("c8")]
+    snapshots = []
+    for slice_bytes in (store_module.UPSERT_SLICE_BYTES, 1):  # 1: a MERGE per call
+        monkeypatch.setattr(store_module, "UPSERT_SLICE_BYTES", slice_bytes)
+        st = CallStore(tmp_path / f"{slice_bytes}.duckdb")
+        st.write_parts(parts_frame(stored))
+        st.write_parts(parts_frame(batch))
+        assert_usage_follows_calls(st)
+        snapshots.append(snapshot(st))
+        st.close()
+    assert_frame_equal(snapshots[0][0], snapshots[1][0])
+    assert_frame_equal(snapshots[0][1], snapshots[1][1])
 
 
 @pytest.mark.parametrize("seed", range(6))

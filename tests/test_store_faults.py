@@ -189,7 +189,7 @@ def test_health_answers_503_while_the_store_cannot_be_reopened(
     health = client.get("/health")
     assert health.status_code == 503 and "could not be reopened" in health.json()["reason"]
     usage = client.post("/trace/usage", json={"project_id": PROJECT}, auth=auth)
-    assert usage.status_code == 503
+    assert usage.status_code == 503, usage.text
     assert client.post("/call/upsert_batch", json=batch("b"), auth=auth).status_code == 503
 
     monkeypatch.setattr(store_module, "_connect", real_connect)
