@@ -14,7 +14,7 @@ import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, with_config
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_serializer, with_config
 from typing_extensions import TypedDict
 
 from engine.models import Int64, LenientModel, Query, WireStr
@@ -197,19 +197,22 @@ class CallsDeleteRes(BaseModel):
 
 # --- prices --------------------------------------------------------------------------------
 class SortBy(BaseModelStrict):
-    field: str
+    field: WireStr
     direction: Literal["asc", "desc"]
 
 
 class CostCreateInput(BaseModelStrict):
-    prompt_token_cost: float
-    completion_token_cost: float
-    cache_read_input_token_cost: float = 0
-    cache_creation_input_token_cost: float = 0
-    prompt_token_cost_unit: str | None = Field(
+    """A price per token; NaN, infinities and numbers past float range (``1e400``) are 422s,
+    as they would print as ``null`` costs."""
+
+    prompt_token_cost: FiniteFloat
+    completion_token_cost: FiniteFloat
+    cache_read_input_token_cost: FiniteFloat = 0
+    cache_creation_input_token_cost: FiniteFloat = 0
+    prompt_token_cost_unit: WireStr | None = Field(
         "USD", description="The unit of the cost for the prompt tokens"
     )
-    completion_token_cost_unit: str | None = Field(
+    completion_token_cost_unit: WireStr | None = Field(
         "USD", description="The unit of the cost for the completion tokens"
     )
     effective_date: datetime.datetime | None = Field(
@@ -217,7 +220,7 @@ class CostCreateInput(BaseModelStrict):
         description="The date after which the cost is effective for, will default to the "
         "current date if not provided",
     )
-    provider_id: str | None = Field(
+    provider_id: WireStr | None = Field(
         None,
         description="The provider of the LLM, e.g. 'openai' or 'mistral'. If not provided, "
         "the provider_id will be set to 'default'",
@@ -237,12 +240,12 @@ class CostCreateRes(BaseModel):
 
 
 class CostQueryReq(BaseModelStrict):
-    project_id: str = Field(examples=["entity/project"])
-    fields: list[str] | None = Field(default=None)
+    project_id: WireStr = Field(examples=["entity/project"])
+    fields: list[WireStr] | None = Field(default=None)
     query: Query | None = None
     sort_by: list[SortBy] | None = None
-    limit: int | None = Field(default=None, examples=[10])
-    offset: int | None = Field(default=None, examples=[0])
+    limit: Int64 | None = Field(default=None, examples=[10])
+    offset: Int64 | None = Field(default=None, examples=[0])
 
 
 class CostQueryOutput(BaseModel):
