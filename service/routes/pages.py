@@ -1,8 +1,8 @@
-"""What a browser opens: the trace-view page at ``/`` and the API docs at ``/docs``/``/redoc``.
+"""What a browser opens: the trace-view page at ``/`` and the API docs at ``/docs``.
 
 Everything is served from the installed packages, nothing from a CDN (these machines are
-often offline): the page from ``service/ui/``, Swagger UI and ReDoc from the assets that
-the ``fastapi-offline`` package ships.
+often offline): the page from ``service/ui/``, Swagger UI from the assets that the
+``fastapi-offline`` package ships. (No ReDoc: its bundle loads its logo from a CDN.)
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import fastapi_offline
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
@@ -64,14 +64,4 @@ def install(app: FastAPI) -> None:
             swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} - API",
-            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
         )
