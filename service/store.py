@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine import schema as s
-from engine.trace_usage import price_table
+from engine.pricing import price_table
 from engine.usage import usage_from_json
 from service.migrations import migrate
 from service.parts import COMPLETE, PART_SCHEMA, merge_parts
@@ -42,6 +42,7 @@ from service.store_errors import (
     StoreUnavailableError,
 )
 from service.store_sql import KIND, PRICE_COLS, UPSERTS, USAGE_COLS, WRITTEN_SCHEMA, part_kind
+from service.versions import WriteVersions
 
 _T = TypeVar("_T")
 MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
@@ -78,6 +79,8 @@ class StoreReader(Protocol):
     def prices(self, project_id: str) -> pl.DataFrame: ...
 
     def version(self) -> int: ...
+
+    def cache_version(self, project_id: str, trace_ids: Sequence[str] | None) -> tuple: ...
 
     def stats(self) -> dict[str, int]: ...
 
@@ -193,6 +196,7 @@ class CallStore:
         self._damage: StoreDamagedError | None = None  # a read found a damaged block
         self._version = 0
         self._price_cache: dict[str, tuple[int, pl.DataFrame]] = {}
+        self._versions = WriteVersions()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
 
     # --- lifecycle and metadata ----------------------------------------------------------
@@ -213,6 +217,12 @@ class CallStore:
     def version(self) -> int:
         """A counter that changes on every committed write (for response caches)."""
         return self._version
+
+    def cache_version(self, project_id: str, trace_ids: Sequence[str] | None) -> tuple:
+        """What an answer over ``trace_ids`` of ``project_id`` (None: any of its calls)
+        depends on, for answer caches: a write to another trace leaves it as it is. Read
+        it before loading the calls the answer is computed from."""
+        return self._versions.key(project_id, trace_ids)
 
     def stats(self) -> dict[str, int]:
         """Number of stored calls and bytes on disk (database plus WAL)."""
@@ -338,7 +348,7 @@ class CallStore:
             .collect()
         )
 
-        def work(con: duckdb.DuckDBPyConnection) -> None:
+        def work(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
@@ -358,6 +368,9 @@ class CallStore:
                     orient="row",
                 )
                 traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
+                touched = pl.concat([replaced, stored.drop("ended")]).select(
+                    s.PROJECT_ID, s.TRACE_ID
+                )
                 con.register("staged_traces", _to_arrow(traces))
                 if ended.height:
                     con.execute(
@@ -378,12 +391,14 @@ class CallStore:
                         "WHERE usage.project_id = t.project_id AND usage.id = t.id "
                         "AND usage.trace_id IS DISTINCT FROM t.trace_id"
                     )
+                return touched
             finally:
                 for name in ("staged_parts", "staged_keys", "staged_usage", "staged_traces"):
                     con.unregister(name)
 
         if merged.height:
-            self._transaction(work)
+            touched = self._transaction(work)
+            self._versions.wrote(touched.unique().rows())  # after the commit
         return merged.height
 
     def has_start(self, project_id: str, call_id: str) -> bool:
@@ -437,7 +452,9 @@ class CallStore:
             )
             return len(found)
 
-        return self._transaction(work)
+        deleted = self._transaction(work)
+        self._versions.changed(project_id)  # descendants may sit in other traces
+        return deleted
 
     def load(
         self,
@@ -500,6 +517,8 @@ class CallStore:
 
         if records:
             self._transaction(work)
+            for project_id in {rec[s.PRICING_LEVEL_ID] for rec in records}:
+                self._versions.changed(project_id)  # prices reach every trace's costs
         return [(rec["id"], rec[s.LLM_ID]) for rec in records]
 
     def project_price_rows(self, project_id: str) -> list[dict[str, Any]]:
@@ -522,13 +541,15 @@ class CallStore:
             )
 
         self._transaction(work)
+        self._versions.changed(project_id)
 
     def prices(self, project_id: str) -> pl.DataFrame:
         """Default prices then this project's rows, as one :data:`PRICE_SCHEMA` table.
 
-        Kept per project until the next write, so polls do not rebuild it.
+        Kept per project until its prices change (writes of calls leave it), so polls do
+        not rebuild it, nor its price timeline.
         """
-        version = self._version
+        version = self._versions.epoch(project_id)
         cached = self._price_cache.get(project_id)
         if cached is not None and cached[0] == version:
             return cached[1]

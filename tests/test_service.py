@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,9 @@ class FakeStore:
 
     def version(self) -> int:
         return self.ingests
+
+    def cache_version(self, project_id: str, trace_ids: Sequence[str] | None) -> tuple:
+        return (self.ingests,)
 
     def stats(self) -> dict[str, int]:
         return {"calls": self.frame.height, "bytes": 12345}

@@ -2,9 +2,10 @@
 
 Handlers check the caller, load the project's calls with ``trace_ids``/``call_ids`` pushed
 down to the store, and return the engine's JSON bytes untouched (``response_model`` only
-documents the shape); big bodies are streamed as they are written. Repeated polls of an
-unchanged store are served from a small LRU keyed by the request and ``store.version()``,
-which every ingest bumps.
+documents the shape); big bodies are streamed as they are written. Repeated polls are
+served from a small LRU keyed by the request and ``store.cache_version``: for a request that
+names its traces, the versions of those traces, so writes to other traces (a live trace
+next door) keep its answer; for any other request, its project's version.
 
 Weave's ``/trace/usage`` cuts the selection at ``limit`` without a word; the body keeps
 Weave's shape, and a cut answer carries :data:`TRUNCATED` and :data:`SELECTED_CALLS`
@@ -86,9 +87,9 @@ class AnswerCache:
                     self._items.popitem(last=False)
 
 
-def _cache_key(kind: str, req: BaseModel, version: int) -> tuple | None:
-    """The request as canonical JSON and the store version; None (not cached) when
-    pydantic cannot serialize it, e.g. a query nested past its depth limit, which the
+def _cache_key(kind: str, req: BaseModel, version: tuple) -> tuple | None:
+    """The request as canonical JSON and what its answer depends on; None (not cached)
+    when pydantic cannot serialize it, e.g. a query nested past its depth limit, which the
     engine then rejects."""
     try:
         return (kind, req.model_dump_json(by_alias=True), version)
@@ -157,7 +158,9 @@ def trace_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
-    return _answer(request, _cache_key("trace", req, store.version()), compute)
+    traces = (req.filter.trace_ids or None) if req.filter else None
+    version = store.cache_version(req.project_id, traces)  # before the load reads the calls
+    return _answer(request, _cache_key("trace", req, version), compute)
 
 
 @router.post("/calls/usage", response_model=CallsUsageRes)
@@ -179,8 +182,10 @@ def calls_usage_route(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
         )
 
+    # the calls' traces are known only after a store query: keyed by the whole project
+    version = store.cache_version(req.project_id, None)
     try:
-        return _answer(request, _cache_key("calls", req, store.version()), compute)
+        return _answer(request, _cache_key("calls", req, version), compute)
     except AnswerTooLargeError as err:  # Weave's RequestTooLarge
         return JSONResponse({"reason": err.reason, "path": err.path}, status_code=413)
 
