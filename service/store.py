@@ -272,23 +272,26 @@ class CallStore:
         return None
 
     def _read(self, run: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
-        """``run(cursor)`` on a fresh cursor; once more after reopening an invalidated
-        database."""
-        for attempt in range(2):
-            self._reopen()
-            with self._spawn:
-                cur = self._root.cursor()
-            try:
-                return run(cur)
-            except duckdb.Error as err:
-                problem = self._problem(err, writing=False)
-                if problem is None:
-                    raise
-                if attempt or not isinstance(problem, StoreUnavailableError):
-                    raise problem from err
-            finally:
-                cur.close()
-        raise AssertionError("unreachable")
+        """``run(cursor)`` on a fresh cursor; tried again when DuckDB invalidated the
+        database under it (the second try reopens the file first)."""
+        try:
+            return self._read_once(run)
+        except StoreUnavailableError:
+            return self._read_once(run)
+
+    def _read_once(self, run: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
+        self._reopen()
+        with self._spawn:
+            cur = self._root.cursor()
+        try:
+            return run(cur)
+        except duckdb.Error as err:
+            problem = self._problem(err, writing=False)
+            if problem is None:
+                raise
+            raise problem from err
+        finally:
+            cur.close()
 
     def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
         return self._read(lambda cur: cur.execute(sql, params).fetchall())
