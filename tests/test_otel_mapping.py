@@ -192,3 +192,15 @@ def test_resource_without_project_is_a_400() -> None:
     assert done.projects == {"e/p"} and done.calls[0]["started_at"] == dt.datetime(
         1970, 1, 1, tzinfo=dt.UTC
     )
+
+
+@pytest.mark.parametrize(
+    "attr",
+    [("gen_ai.usage.input_tokens", str(2**63)), ("wandb.wb_run_step", str(-(2**63) - 1))],
+)
+def test_counts_past_64_bits_are_rejected(attr: tuple[str, str]) -> None:
+    # Weave stores them (Python ints); the store's columns are 64-bit, so the span is refused
+    with pytest.raises(SpanRejected, match="does not fit 64 bits"):
+        span_call(Span(name="llm", span_id=b"1" * 8, attributes=key_values([attr])), PROJECT)
+    fits = (attr[0], str(2**63 - 1))
+    assert span_call(Span(name="llm", span_id=b"1" * 8, attributes=key_values([fits])), PROJECT)

@@ -192,9 +192,19 @@ def _summary_usage(model: Any, usage: dict[str, Any]) -> dict[str, Any]:
         raise SpanRejected(f"model {model!r} is not text")
     checked = _valid(_USAGE, {model: counters}, "usage")
     for name, value in next(iter(checked.values())).items():
-        if value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX:
-            raise SpanRejected(f"usage counter {name}={value} does not fit 64 bits")
+        _fits(value, f"usage counter {name}")
     return checked
+
+
+def _fits(value: int | None, what: str) -> None:
+    if value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise SpanRejected(f"{what}={value} does not fit 64 bits")
+
+
+def _step(wandb: dict[str, Any], name: str) -> int | None:
+    step = _valid(_OPTIONAL_INT, wandb.get(name) or None, f"wandb.{name}")
+    _fits(step, f"wandb.{name}")
+    return step
 
 
 def _no_bytes(value: Any, what: str) -> Any:
@@ -307,8 +317,6 @@ def span_call(span: Span, project_id: str, wb_user_id: str | None = None) -> dic
         },
         "wb_user_id": wb_user_id,
         "wb_run_id": _run_id(project_id, wandb),
-        "wb_run_step": _valid(_OPTIONAL_INT, wandb.get("wb_run_step") or None, "wb_run_step"),
-        "wb_run_step_end": _valid(
-            _OPTIONAL_INT, wandb.get("wb_run_step_end") or None, "wb_run_step_end"
-        ),
+        "wb_run_step": _step(wandb, "wb_run_step"),
+        "wb_run_step_end": _step(wandb, "wb_run_step_end"),
     }
