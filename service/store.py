@@ -259,10 +259,15 @@ class CallStore:
         invalidated = isinstance(err, duckdb.FatalException) or _INVALIDATED in text
         if invalidated and self._broken is None:
             self._broken = text
-        if writing and _NO_SPACE in text:
+        if _NO_SPACE in text and (writing or not invalidated):
+            outcome = (
+                "this write was not stored (what was acknowledged before is kept)"
+                if writing
+                else "this read could not spill its work to disk"
+            )
             return StoreFullError(
-                f"no space left on the disk holding {self.path}: this write was not stored "
-                "(what was acknowledged before is kept); free space and send it again"
+                f"no space left on the disk holding {self.path}: {outcome}; free space and "
+                "send it again"
             )
         if invalidated:
             return StoreUnavailableError(f"the store is unusable: {text}")

@@ -197,6 +197,21 @@ def test_health_answers_503_while_the_store_cannot_be_reopened(
     assert stored_ids(st) == {"a-0", "a-1", "a-2"}
 
 
+def test_a_read_that_cannot_spill_to_a_full_disk_answers_507(
+    app_client: tuple[TestClient, CallStore, tuple[str, str]],
+) -> None:
+    client, st, auth = app_client
+    assert client.post("/call/upsert_batch", json=batch("a"), auth=auth).status_code == 200
+    error = duckdb.IOException(
+        'IO Error: Could not write file "trace_usage.duckdb.tmp/duckdb_temp_storage-0.tmp": '
+        "No space left on device"
+    )
+    st._root = Sick(st._root, lambda sql: "FROM calls" in sql, error)  # type: ignore[assignment]
+    res = client.post("/trace/usage", json={"project_id": PROJECT}, auth=auth)
+    assert res.status_code == 507 and "could not spill" in res.json()["reason"], res.text
+    assert client.get("/health").status_code == 200  # the store itself is fine
+
+
 def test_a_failing_write_that_is_not_a_store_fault_is_raised_as_it_is(store: CallStore) -> None:
     error = duckdb.ConstraintException("Constraint Error: something the code got wrong")
     store._writer = Sick(store._writer, _is_commit, error, undo="ROLLBACK")  # type: ignore[assignment]
