@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data
+CHROMIUM := /usr/bin/chromium  # the browser tests' (Playwright cannot download its own here)
 
 .PHONY: install install-test run test lint bench clean
 
@@ -21,10 +22,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+$(CHROMIUM):
+	apt-get update && apt-get install -y chromium
+
 run: install
 	$(BIN)/trace-usage serve --data-dir $(DATA_DIR) --seed-sample
 
-test: install-test
+test: install-test $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: install-test
