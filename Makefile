@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data
-CHROMIUM := /usr/bin/chromium  # the browser tests' (Playwright cannot download its own here)
+# the browser tests drive Debian's chromium (Playwright cannot download its own here)
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install install-test run test lint bench clean
 
