@@ -2,27 +2,23 @@
 
 Routes declare what they need with the ``Annotated`` aliases (``store: StoreDep``) and call
 ``principal.check(project_id)`` before touching a project. Routes that take big bodies read
-them with :func:`json_body`, which validates off the event loop.
+them with :func:`json_body`, which validates off the event loop (:mod:`service.body`).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
 from service.auth import ApiKey, KeyStore
+from service.body import gc_paused, release, validate_json
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,7 +26,6 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 REALM = "trace-usage"
-CHUNK_ITEMS = 256  # list items of a body validated per pydantic call
 _basic = HTTPBasic(auto_error=False, realm=REALM, description="Username and API key.")
 
 
@@ -92,108 +87,23 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def _surrogate_at(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
-    """Where the first string (key or value) holding a lone surrogate is, if any."""
-    if isinstance(value, str):
-        return None if _encodes(value) else path
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        if isinstance(key, str) and not _encodes(key):
-            return (*path, key)
-        found = _surrogate_at(item, (*path, key))
-        if found is not None:
-            return found
-    return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _malformed(raw: bytes, err: json.JSONDecodeError) -> RequestValidationError:
-    """The 422 of an unreadable body; a lone surrogate, which the parser refuses without
-    saying where, is looked for again (only then) to name its field."""
-    try:
-        path = _surrogate_at(json.loads(raw))
-    except (ValueError, RecursionError):
-        path = None
-    if path is not None:
-        msg = "Value error, a lone surrogate is not valid text"
-        return RequestValidationError([{"type": "value_error", "loc": ("body", *path), "msg": msg}])
-    detail = f"{err.msg} at line {err.lineno} column {err.colno}"
-    return RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": detail,
-                                    "ctx": {"error": detail}}])  # fmt: skip
-
-
-@functools.cache
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(annotation)
-
-
-def _validate_lists(model: type[BaseModel], data: dict[str, Any]) -> list[Any]:
-    """Validate ``data``'s list fields in place, :data:`CHUNK_ITEMS` items per call.
-
-    One pydantic call holds the GIL throughout, so a 30 MB batch validated at once held
-    the event loop for seconds even from a worker thread; between chunks other requests
-    run. Each raw chunk is released once validated. Returns the errors, located.
-    """
-    errors: list[Any] = []
-    for name, field in model.model_fields.items():
-        key = field.alias or name
-        items = data.get(key)
-        if typing.get_origin(field.annotation) is not list or not isinstance(items, list):
-            continue
-        adapter, done = _adapter(field.annotation), []
-        for start in range(0, len(items), CHUNK_ITEMS):
-            chunk = items[start : start + CHUNK_ITEMS]
-            items[start : start + CHUNK_ITEMS] = [None] * len(chunk)
-            try:
-                done.extend(adapter.validate_python(chunk))
-            except ValidationError as err:
-                errors += [
-                    {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
-                    for e in err.errors(include_url=False, include_input=False)
-                ]
-        data[key] = done
-    return errors
-
-
-def validate_json(model: type[M], raw: bytes) -> M:
-    """``raw`` parsed once and validated as ``model``, or a ``RequestValidationError``."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise _malformed(raw, err) from None
-    errors = _validate_lists(model, data) if isinstance(data, dict) else []
-    if errors:
-        raise RequestValidationError(errors)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        located = err.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in located]) from None
-
-
 def json_body(model: type[M]) -> Any:
     """``Depends`` on the request body validated as ``model`` on a worker thread.
 
     FastAPI validates a declared body on the event loop: a 30 MB batch held every other
     request (``/health`` too) for seconds. This authenticates the caller, reads the bytes,
-    then validates them once, straight from bytes, off the loop. :func:`document_bodies`
-    puts ``model`` back into the OpenAPI document as the route's request body.
+    then parses and validates them off the loop, in pieces (:func:`service.body.
+    validate_json`). :func:`document_bodies` puts ``model`` back into the OpenAPI
+    document as the route's request body.
     """
 
-    async def body(request: Request, _: PrincipalDep) -> M:  # who asks, before any parse
-        return await run_in_threadpool(validate_json, model, await request.body())
+    async def body(request: Request, _: PrincipalDep) -> AsyncIterator[M]:  # auth first
+        raw = await request.body()
+        with gc_paused(len(raw)):  # until the route is done with what the body became
+            parsed = await run_in_threadpool(validate_json, model, raw)
+            del raw
+            yield parsed
+            await run_in_threadpool(release, parsed)
 
     body.body_model = model  # type: ignore[attr-defined]
     return Depends(body)

@@ -4,6 +4,7 @@ routes) over a real store, one test per way in (issue 19: defects 6, 7, 9, 12 an
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 import logging
@@ -14,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
-from service import deps
+from service import body, deps
 from service.app import create_app
 from service.auth import KeyStore
 from service.middleware import log_text
 from service.settings import Settings, is_loopback_host
+from service.wire import CallCreateBatchReq
 
 PROJECT = "entity/project"
 T0 = "2025-01-01T00:00:00Z"
@@ -209,6 +213,80 @@ def test_health_answers_while_a_big_upload_is_being_parsed(
     finally:
         app.state.store.close()
     assert order == ["health answered", "parse waits"]
+
+
+SPLIT_BODIES = [
+    b'{"batch": []}',
+    b' { "x" : 1 , "batch" : [ {"a": [1, {"b": "\\u00e9\xc3\xa9"}]} , 2 ,"s"] ,'
+    b' "y": {"batch": [3]} } ',
+    b'{"batch": [1], "batch": [2, 3]}',
+    b'{"y": null}',
+    b"{}",
+]
+
+
+@pytest.mark.parametrize("raw", SPLIT_BODIES)
+def test_big_bodies_split_into_items_read_as_one_parse(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    monkeypatch.setattr(body, "SPLIT_BYTES", 0)  # every body is "big"
+    assert body._parse(raw, {"batch"}) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"batch": [1,]}', b'{"batch": [1 2]}', b'{"batch": [1]', b'{"batch": [1]} x',
+     b"{batch: []}", b'{"batch" []}', b"[]", b"",
+     b'{"batch": [' + b"[" * 5000 + b"]" * 5000 + b"]}"],
+)  # fmt: skip
+def test_big_malformed_bodies_are_malformed(monkeypatch: pytest.MonkeyPatch, raw: bytes) -> None:
+    monkeypatch.setattr(body, "SPLIT_BYTES", 0)
+    with pytest.raises(RequestValidationError) as caught:
+        body.validate_json(CallCreateBatchReq, raw)
+    assert caught.value.errors()[0]["type"] == "json_invalid"
+
+
+def test_big_bodies_are_validated_item_by_item_with_gc_paused(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, auth = app_client
+    monkeypatch.setattr(body, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(body, "CHUNK_ITEMS", 2)
+    chunks, gc_during = [], []
+    adapter = body._adapter
+
+    class Counting:
+        def __init__(self, annotation: Any) -> None:
+            self.inner = adapter(annotation)
+
+        def validate_python(self, items: list) -> Any:
+            chunks.append(len(items))
+            gc_during.append(gc.isenabled())
+            return self.inner.validate_python(items)
+
+    monkeypatch.setattr(body, "_adapter", Counting)
+    batch = [complete(id=f"c{i}") for i in range(5)]
+    batch[3]["wb_run_step"] = 2**63
+    res = post(c, auth, f"/v2/{PROJECT}/calls/complete", {"batch": batch})
+    assert_422_at(res, "batch.3.wb_run_step")  # the chunk's index, made the batch's
+    del batch[3]["wb_run_step"]
+    assert post(c, auth, f"/v2/{PROJECT}/calls/complete", {"batch": batch}).status_code == 200
+    assert chunks == [2, 2, 1] * 2 and gc_during == [False] * 6
+    assert gc.isenabled()
+    assert set(usage_of(c, auth)) == {f"c{i}" for i in range(5)}
+
+
+def test_a_surrogate_in_a_big_body_is_still_named(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, auth = app_client
+    monkeypatch.setattr(body, "SPLIT_BYTES", 0)
+    batch = [complete(id="c0"), complete(id="c1", inputs={"q": SURROGATE})]
+    assert_422_at(
+        post(c, auth, f"/v2/{PROJECT}/calls/complete", {"batch": batch}), "batch.1.inputs.q"
+    )
+    emoji = [complete(id="c2", inputs={"q": "\U0001f600"})]  # escaped as a surrogate pair
+    assert post(c, auth, f"/v2/{PROJECT}/calls/complete", {"batch": emoji}).status_code == 200
 
 
 def test_ingest_bodies_keep_their_openapi_schema(app_client: Any) -> None:

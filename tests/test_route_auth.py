@@ -30,7 +30,6 @@ PUBLIC = {
     "/health": "liveness for load balancers",
     "/openapi.json": "the API's description",
     "/docs": "the API's description",
-    "/redoc": "the API's description",
     "/": "the browser page (it signs in with a key, then calls the API)",
 }
 KEY_ONLY = {
