@@ -174,6 +174,11 @@ def test_resend_is_idempotent(client: TestClient) -> None:
     assert _post(client, spans, project_id=PROJECT).status_code == 200
     assert _usage(client, spans[0].trace_id.hex()) == first
     assert_same_usage(first, _reference_usage(spans))
+    leaf = spans[-1].span_id.hex()
+    res = client.post("/calls/delete", json={"project_id": PROJECT, "call_ids": [leaf]})
+    assert res.status_code == 200
+    assert _post(client, spans, project_id=PROJECT).status_code == 200
+    assert leaf not in _usage(client, spans[0].trace_id.hex())["call_usage"]  # stays deleted
 
 
 def test_empty_export(client: TestClient) -> None:
