@@ -77,10 +77,10 @@ def path(parts: int) -> dict[str, Any]:
 
 
 GROWTH: list[tuple[Callable[[int], dict[str, Any]], tuple[int, int, int]]] = [
-    (nots, (5, 10, 20)),
-    (converts, (2, 4, 8)),
-    (compares, (5, 10, 20)),
-    (ins, (3, 6, 12)),
+    (nots, (4, 8, 16)),
+    (converts, (2, 4, 6)),
+    (compares, (4, 8, 16)),
+    (ins, (3, 6, 9)),
     (ands, (5, 10, 20)),
     (path, (4, 8, 16)),
 ]
@@ -137,6 +137,10 @@ LIMITED: list[tuple[dict[str, Any], str]] = [
         f"more than {MAX_JSON_READS} JSON paths",
     ),
     ({"$expr": nots(200)}, "nested deeper than 64"),
+    (
+        {"$expr": {"$or": [{"$eq": [field("op_name"), lit(str(i))]} for i in range(2700)]}},
+        f"more than {MAX_COMPILED} units",
+    ),
 ]
 
 
