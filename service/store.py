@@ -482,12 +482,10 @@ class CallStore:
         schema = {c: t for c, t in s.CALL_SCHEMA.items() if c in wanted}
         where = ["project_id = $p"]
         params: dict[str, Any] = {"p": project_id}
-        if trace_ids is not None:
-            where.append("trace_id IN (SELECT unnest($t))")
-            params["t"] = list(trace_ids)
-        if call_ids is not None:
-            where.append("id IN (SELECT unnest($c))")
-            params["c"] = list(call_ids)
+        for column, name, values in (("trace_id", "t", trace_ids), ("id", "c", call_ids)):
+            if values is not None:
+                condition, params[name] = _among(column, name, values)
+                where.append(condition)
         cond = " AND ".join(where)
         # usage rows carry their call's project, trace and call ids: the same filter
         # selects them, and the two queries run at once
@@ -501,10 +499,11 @@ class CallStore:
     def traces_of(self, project_id: str, call_ids: Sequence[str]) -> list[str]:
         """The distinct trace ids of these calls (unknown ids and calls without a trace id,
         i.e. whose start has not arrived, give none), in no particular order."""
+        among, wanted = _among("id", "c", call_ids)
         rows = self._fetch(
-            "SELECT DISTINCT trace_id FROM calls WHERE project_id = $p "
-            "AND id IN (SELECT unnest($c)) AND trace_id IS NOT NULL",
-            {"p": project_id, "c": list(call_ids)},
+            f"SELECT DISTINCT trace_id FROM calls WHERE project_id = $p AND {among} "
+            "AND trace_id IS NOT NULL",
+            {"p": project_id, "c": wanted},
         )
         return [trace for (trace,) in rows]
 
@@ -628,6 +627,15 @@ def _slices(table: pa.Table, size: int) -> list[pa.Table]:
 def _to_arrow(frame: pl.DataFrame) -> pa.Table:
     """``frame`` as Arrow without copying its strings (DuckDB reads string views)."""
     return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
+def _among(column: str, name: str, values: Sequence[str]) -> tuple[str, Any]:
+    """``column`` among ``values`` as SQL and its parameter: one value is an equality, which
+    DuckDB plans in a fraction of the time of a list's semi join (~1 ms less per query;
+    a trace view asks for one trace)."""
+    if len(values) == 1:
+        return f"{column} = ${name}", values[0]
+    return f"{column} IN (SELECT unnest(${name}))", list(values)
 
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
