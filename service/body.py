@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 CHUNK_ITEMS = 256  # list items validated per pydantic call
 SPLIT_BYTES = 1 << 20  # bodies from this size are parsed item by item
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -207,6 +208,21 @@ def _validate_lists(model: type[BaseModel], data: dict[str, Any]) -> list[Any]:
                 ]
         data[key] = done
     return errors
+
+
+def drained(items: list[T]) -> Iterator[T]:
+    """``items`` in order, each let go as it is handed out (emptying the list), so a
+    route turning a batch into rows does not hold both whole at once.
+
+    Examples
+    --------
+    >>> batch = [1, 2, 3]
+    >>> list(drained(batch)), batch
+    ([1, 2, 3], [])
+    """
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def release(model: BaseModel) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException
 
 from engine.errors import InvalidRequestError, NotFoundError
+from service.body import drained
 from service.deps import PrincipalDep, StoreDep, json_body
 from service.parts import call_part, parts_frame
 from service.store import MAX_DELETE_CALLS
@@ -93,7 +94,7 @@ def call_upsert_batch(
 ) -> CallCreateBatchRes:
     """Starts and ends, applied in order, in one transaction."""
     parts, res = [], []
-    for i, item in enumerate(req.batch):
+    for i, item in enumerate(drained(req.batch)):
         if isinstance(item, CallBatchStartMode) and item.mode == "start":
             principal.check(item.req.start.project_id)
             part = _start_part(item.req.start, principal.user)
@@ -120,7 +121,7 @@ def calls_complete(
     """Complete calls (start and end together); each replaces any stored version."""
     principal.check(f"{entity}/{project}")
     parts = []
-    for i, call in enumerate(req.batch):
+    for i, call in enumerate(drained(req.batch)):
         _project_of(entity, project, call.project_id, f"batch[{i}].project_id")
         row = call.model_dump()
         row["wb_user_id"] = call.wb_user_id or principal.user
