@@ -84,7 +84,7 @@ def print_new_key(record: ApiKey, secret: str, url: str = "http://127.0.0.1:8000
     print("Store the key now: it is not shown again. Authenticate with HTTP Basic auth, e.g.")
     project, note = sample_project(record)
     print(
-        f"  curl -u '{record.user}:{secret}' {url}/trace/usage "
+        f"  curl -u '{record.user}:{secret}' {url}/trace/usage -H 'Content-Type: application/json' "
         f'-d \'{{"project_id": "{project}"}}\''
     )
     if note:
