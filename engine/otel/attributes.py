@@ -80,6 +80,12 @@ def _parts(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
+def root(path: str) -> str:
+    """The first segment of a dotted path: a tree from :func:`expand` holds a value at
+    ``path`` only if it has this top-level key (its keys never contain dots)."""
+    return _parts(path)[0]
+
+
 def lookup(tree: Any, path: str) -> Any:
     """The value at dotted ``path`` (a flat key first), or None; digits index lists.
 

@@ -36,6 +36,7 @@ from engine.otel.attributes import (
     json_ready,
     lists_from_index_keys,
     lookup,
+    root,
 )
 from engine.otel.names import UnstorableNameError, op_name, op_ref, shorten
 
@@ -73,6 +74,8 @@ def _has_value(value: Any, zero_counts: bool) -> bool:
 
 def _pick(attrs: Tree, paths: tuple[str, ...], zero_counts: bool = False) -> tuple[str, Any]:
     for path in paths:
+        if root(path) not in attrs:  # most paths: the span has nothing under their root
+            continue
         value = lookup(attrs, path)
         if _has_value(value, zero_counts):
             return path, value
