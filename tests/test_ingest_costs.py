@@ -128,6 +128,14 @@ QUERIES: list[dict[str, Any]] = [
         }
     },
     {
+        "query": {
+            "$expr": {
+                "$eq": [{"$convert": {"input": lit(True), "to": "string"}}, lit("1")],
+            }
+        }
+    },
+    {"query": {"$expr": {"$and": [lit(True), {"$eq": [field("llm_id"), lit("local")]}]}}},
+    {
         "sort_by": [
             {"field": "completion_token_cost_unit", "direction": "asc"},
             {"field": "prompt_token_cost", "direction": "desc"},
@@ -161,6 +169,18 @@ def test_cost_query_matches_reference(both: Any, extra: dict[str, Any]) -> None:
     assert res.status_code == 200, res.text
     want = server.cost_query(weave_ref.tsi.CostQueryReq.model_validate(req)).model_dump(mode="json")
     assert _without_ids(res.json()["results"]) == _without_ids(want["results"])
+
+
+@pytest.mark.parametrize("substr", [lit(1), lit(2.5), lit(True), field("prompt_token_cost")])
+def test_numeric_substr_is_an_error_as_the_reference(both: Any, substr: dict[str, Any]) -> None:
+    client, server = both
+    expr = {"$contains": {"input": field("llm_id"), "substr": substr}}
+    req = {"project_id": PROJECT, "query": {"$expr": expr}}
+    with pytest.raises(Exception) as err:  # ClickHouse's illegal-type error: a 400
+        server.cost_query(weave_ref.tsi.CostQueryReq.model_validate(req))
+    assert "Illegal type" in str(err.value)
+    res = client.post("/cost/query", json=req)
+    assert res.status_code == 400 and "$contains" in res.json()["reason"]
 
 
 @pytest.mark.parametrize(

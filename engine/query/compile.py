@@ -74,6 +74,8 @@ def _to_val(node: Node, ctx: Ctx) -> Val:
 
 @_to_val.register
 def _(node: Literal, ctx: Ctx) -> Val:
+    if ctx.fields.orm_literals and isinstance(node.value, bool):
+        return literal(int(node.value), node.where)
     return literal(node.value, node.where)
 
 
@@ -161,6 +163,10 @@ def _(node: In, ctx: Ctx) -> Val:
 @_to_val.register
 def _(node: Contains, ctx: Ctx) -> Val:
     haystack, needle = to_val(node.input, ctx), to_val(node.substr, ctx)
+    if ctx.fields.orm_literals and needle.kind in NUMERIC:
+        raise UnsupportedQueryError(
+            "$contains takes a text substr, not a number (use $convert)", path=node.where
+        )
     if haystack.kind is not Kind.STR or needle.kind is not Kind.STR:
         return Val(pl.lit(False), Kind.BOOL)
     h, n = haystack.expr, needle.expr

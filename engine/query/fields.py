@@ -51,6 +51,12 @@ class Fields(Protocol):
         """True for a datetime column, against which literals read as dates."""
         ...
 
+    @property
+    def orm_literals(self) -> bool:
+        """True where the reference queries through its ORM layer (price rows): boolean
+        literals read as 0/1, and a number as ``$contains`` substring is an error."""
+        ...
+
 
 JSON_FIELDS = (s.INPUTS, s.OUTPUT, s.ATTRIBUTES, s.SUMMARY)
 DATETIME_FIELDS = frozenset({s.STARTED_AT, s.ENDED_AT, s.DELETED_AT})
@@ -92,6 +98,10 @@ class CallFields:
     def is_datetime(self, name: str) -> bool:
         return name in DATETIME_FIELDS
 
+    @property
+    def orm_literals(self) -> bool:
+        return False
+
     def resolve(self, name: str, ctx: Ctx, where: str) -> Val:
         if name.startswith(_WEAVE_PREFIX):
             return _weave_field(name[len(_WEAVE_PREFIX) :], ctx, where)
@@ -116,6 +126,7 @@ CALL_FIELDS = CallFields()
 @dataclass(frozen=True)
 class TableFields:
     """A table of plain typed columns: a field is a column name, its kind from its dtype.
+    Read as the reference's ORM layer reads its tables (:attr:`Fields.orm_literals`).
 
     >>> TableFields.of({"llm_id": pl.String()}).resolve("llm_id", Ctx(), "").kind
     <Kind.STR: 'str'>
@@ -133,6 +144,10 @@ class TableFields:
 
     def is_datetime(self, name: str) -> bool:
         return self.kinds.get(name) is Kind.DATETIME
+
+    @property
+    def orm_literals(self) -> bool:
+        return True
 
     def resolve(self, name: str, ctx: Ctx, where: str) -> Val:
         kind = self.kinds.get(name)
