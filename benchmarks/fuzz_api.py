@@ -61,7 +61,7 @@ def run_fuzz(max_examples: int, seed: int = 1, workers: int = 2) -> FuzzResult:
                 "--report", "ndjson", "--report-ndjson-path", str(report),
                 "--request-timeout", "60", "--no-color",
             ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, cwd=data_dir)
             cases, errors = _count(report) if report.exists() else (0, 0)
             return FuzzResult(cases, errors, done.returncode, done.stdout + done.stderr)
 
