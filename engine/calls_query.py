@@ -10,6 +10,7 @@ up to the page is one lazy Polars query; only writing the page's JSON visits row
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -210,7 +211,7 @@ class CallsPage:
             call: dict[str, Any] = {name: None for name in (*CALL_FIELDS, *NULL_FIELDS)}
             for name in self.columns:
                 value = cols[name][i]
-                call[name] = orjson.loads(value) if name in s.JSON_COLUMNS and value else value
+                call[name] = _load(value) if name in s.JSON_COLUMNS and value else value
             if call[s.DISPLAY_NAME] == "":
                 call[s.DISPLAY_NAME] = None
             for name in REQUIRED_DICTS:
@@ -223,12 +224,29 @@ class CallsPage:
         """The answer as JSON Lines, in chunks of up to 1,000 lines."""
         batch: list[bytes] = []
         for call in self.rows():
-            batch.append(orjson.dumps(call, option=orjson.OPT_APPEND_NEWLINE))
+            batch.append(_dump(call))
             if len(batch) == _LINES_PER_CHUNK:
                 yield b"".join(batch)
                 batch = []
         if batch:
             yield b"".join(batch)
+
+
+def _load(text: str) -> Any:
+    """JSON text as Python; what orjson refuses (``Infinity``, lone surrogates, which
+    Python's ``json`` writes) is read by ``json``, so no stored value breaks an answer."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _dump(call: dict[str, Any]) -> bytes:
+    """One JSON line; values orjson cannot write (lone surrogates) go through ``json``."""
+    try:
+        return orjson.dumps(call, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json.dumps(call, default=lambda d: d.isoformat()).encode() + b"\n"
 
 
 def _summary(
