@@ -130,8 +130,8 @@ def _restrict(path: Path) -> None:
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open ``path`` and check it is whole: every table's metadata reads, and the file is as
-    long as its header says (a truncated file would open and then fail every read)."""
+    """Open ``path`` and check it is whole: every table's metadata reads, and the file holds
+    the last block its tables' data is in (a truncated file would open, then fail reads)."""
     try:
         root = duckdb.connect(str(path))
     except duckdb.Error as err:
@@ -142,20 +142,25 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         tables = root.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
         ).fetchall()
+        last_block = -1
         for (table,) in tables:
             root.execute(f'SELECT count(*) FROM "{table}"').fetchall()
-        row = root.execute("PRAGMA database_size").fetchone()
-        assert row is not None
-        block_size, blocks = int(row[2]), int(row[3])
+            row = root.execute(
+                "SELECT max(block_id) FROM pragma_storage_info(?)", [table]
+            ).fetchone()
+            last_block = max(last_block, -1 if row is None or row[0] is None else int(row[0]))
+        size_row = root.execute("PRAGMA database_size").fetchone()
+        assert size_row is not None
+        block_size = int(size_row[2])
     except duckdb.Error as err:
         root.close()
         if isinstance(err, duckdb.FatalException) or _INVALIDATED in str(err):
             raise StoreUnavailableError(f"cannot open {path} yet: {err}") from err
         raise _damaged(path, str(err)) from err
-    size, need = path.stat().st_size, _HEADER_BYTES + blocks * block_size
-    if blocks and size < need:
+    size, need = path.stat().st_size, _HEADER_BYTES + (last_block + 1) * block_size
+    if size < need:
         root.close()
-        raise _damaged(path, f"{size} bytes where its header counts {need}: truncated")
+        raise _damaged(path, f"{size} bytes, its data reaches byte {need}: truncated")
     return root
 
 
