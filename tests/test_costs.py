@@ -43,6 +43,12 @@ BAD_TEXT: list[tuple[str, str, int, str]] = [
         400,
         "query.$expr.$eq[1].$literal",
     ),
+    (
+        "/cost/purge",
+        '{"query": {"$expr": {"$eq": [{"$getField": "id"}, {"$literal": "\\ud800"}]}}}',
+        400,
+        "query.$expr.$eq[1].$literal",
+    ),
     ("/cost/query", '{"limit": 18446744073709551616}', 422, "limit"),
     ("/cost/query", '{"offset": -1}', 400, "offset"),
     ("/cost/query", '{"sort_by": [{"field": "nope", "direction": "asc"}]}', 400, "sort_by[0]"),

@@ -191,6 +191,9 @@ def test_numeric_substr_is_an_error_as_the_reference(both: Any, substr: dict[str
         {"$eq": [field("id"), lit(3)]},
         {"$and": [{"$eq": [field("id"), lit("x")]}]},
         {"$or": [{"$in": [field("id"), [lit("x")]]}]},
+        {"$eq": [lit("x"), field("id")]},
+        {"$in": [field("id"), [lit("x"), lit(1)]]},
+        {"$not": [{"$eq": [field("id"), lit("x")]}]},
     ],
 )
 def test_purge_only_by_id_as_the_reference(both: Any, expr: dict[str, Any]) -> None:

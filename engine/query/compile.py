@@ -149,10 +149,10 @@ def _(node: In, ctx: Ctx) -> Val:
     elif len(casts) == 1:
         shared = casts.pop()
     lhs = ctx.bound(_operand(node.left, shared, ctx))
-    if all(isinstance(item, Literal) for item in node.items):
+    literals = [item for item in node.items if isinstance(item, Literal)]
+    if len(literals) == len(node.items):
         ctx.charge(1, node.where)
-        values = [_in_int64(item.value, item.where) for item in node.items]  # type: ignore[union-attr]
-        hit = _in_literals(lhs, values)
+        hit = _in_literals(lhs, [_in_int64(item.value, item.where) for item in literals])
     else:
         items = [to_val(item, ctx) for item in node.items]
         hits = [compare(lhs, item, "eq", ctx).fill_null(False) for item in items]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import polars as pl
@@ -341,16 +342,12 @@ def _extract(column: str, combos: list[tuple[str | int, ...]], ctx: Ctx) -> pl.E
     matches, strings, exact = [], [], []
     for combo in combos:
         path = _jsonpath(combo)
-        m = ctx.helper(("m", column, combo), lambda p=path: doc.str.json_path_match(p))
+        m = ctx.helper(("m", column, combo), partial(doc.str.json_path_match, path))
         matches.append(m)
-        strings.append(
-            ctx.helper(
-                ("s", column, combo),
-                lambda p=path: doc.str.json_path_match(p + "[?(@ >= '')]"),
-            )
-        )
+        only_text = partial(doc.str.json_path_match, path + "[?(@ >= '')]")
+        strings.append(ctx.helper(("s", column, combo), only_text))
         if not any(isinstance(step, int) for step in combo):
-            exact.append(ctx.helper(("n", column, combo), lambda c=combo, m=m: _exact(doc, c, m)))
+            exact.append(ctx.helper(("n", column, combo), partial(_exact, doc, combo, m)))
     match = ctx.bind(pl.coalesce(matches))
     is_string = pl.coalesce(strings).is_not_null()
     return json_text(match, is_string, pl.coalesce([*exact, match]), ctx.bind)

@@ -2,19 +2,20 @@
 
 ``/cost/query`` reads the same query language as ``/trace/usage``: the project's price rows
 become a frame and :func:`engine.query.table.query_table` filters, sorts and pages it.
-Purging is by id only, as in the reference.
+Purging is by id only, as in the reference, read from the same parsed query.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import polars as pl
 from fastapi import APIRouter
 
 from engine import schema as s
 from engine.errors import InvalidRequestError
+from engine.query import Node, parse_query
+from engine.query.ast import Compare, GetField, In, Literal, Or
 from engine.query.table import query_table
 from service.deps import PrincipalDep, StoreDep
 from service.parts import _utc
@@ -32,6 +33,7 @@ from service.wire import (
 router = APIRouter(tags=["costs"])
 
 PURGE_ONLY_BY_ID = "Can only purge costs by specifying one or more cost ids"
+_ID = GetField("id")
 
 
 @router.post("/cost/create")
@@ -92,32 +94,29 @@ def cost_query(req: CostQueryReq, store: StoreDep, principal: PrincipalDep) -> C
 def cost_purge(req: CostPurgeReq, store: StoreDep, principal: PrincipalDep) -> CostPurgeRes:
     """Remove this project's prices named by id (``$eq``, ``$in`` or ``$or`` of ``$eq``)."""
     principal.check(req.project_id)
-    store.purge_prices(req.project_id, purge_ids(req.query.expr_))
+    store.purge_prices(req.project_id, purge_ids(parse_query(req.query.expr_)))
     return CostPurgeRes()
 
 
-def purge_ids(expr: dict[str, Any]) -> list[str]:
-    """The cost ids a purge query names; anything but ids gets a 400, as the reference."""
-    if not isinstance(expr, dict) or len(expr) != 1:
-        raise InvalidRequestError(PURGE_ONLY_BY_ID, path="query.$expr")
-    ((op, arg),) = expr.items()
-    if op == "$or" and isinstance(arg, list):
-        return [i for item in arg for i in _id_condition(item, "$eq")]
-    if op in ("$eq", "$in"):
-        return _id_condition(expr, op)
-    raise InvalidRequestError(PURGE_ONLY_BY_ID, path="query.$expr")
+def purge_ids(query: Node) -> list[str]:
+    """The cost ids a parsed purge query names; anything but ids is a 400, as the reference.
+
+    >>> purge_ids(parse_query({"$in": [{"$getField": "id"}, [{"$literal": "c1"}]]}))
+    ['c1']
+    """
+    if isinstance(query, Or):
+        return [i for item in query.items for i in _ids(item, in_allowed=False)]
+    return _ids(query, in_allowed=True)
 
 
-def _id_condition(expr: Any, op: str) -> list[str]:
-    arg = expr.get(op) if isinstance(expr, dict) and len(expr) == 1 else None
-    if not isinstance(arg, list) or len(arg) != 2 or arg[0] != {"$getField": "id"}:
+def _ids(node: Node, in_allowed: bool) -> list[str]:
+    if isinstance(node, Compare) and node.op == "eq" and node.left == _ID:
+        options: tuple[Node, ...] = (node.right,)
+    elif isinstance(node, In) and in_allowed and node.left == _ID:
+        options = node.items
+    else:
         raise InvalidRequestError(PURGE_ONLY_BY_ID, path="query.$expr")
-    literals = [arg[1]] if op == "$eq" else arg[1]
-    if not isinstance(literals, list):
-        raise InvalidRequestError(PURGE_ONLY_BY_ID, path="query.$expr")
-    ids = [
-        lit.get("$literal") if isinstance(lit, dict) and len(lit) == 1 else None for lit in literals
-    ]
-    if not all(isinstance(i, str) for i in ids):
+    ids = [o.value for o in options if isinstance(o, Literal) and isinstance(o.value, str)]
+    if len(ids) != len(options):
         raise InvalidRequestError(PURGE_ONLY_BY_ID, path="query.$expr")
     return ids
