@@ -95,11 +95,13 @@ def _first(attrs: Tree, paths: tuple[str, ...]) -> dict[str, Any]:
     return _extracted({path: value} if path else {})
 
 
-def _fields(attrs: Tree, table: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+def _fields(
+    attrs: Tree, table: dict[str, tuple[str, ...]], zero_counts: bool = False
+) -> dict[str, Any]:
     """``{field: value}`` of each field's first path holding a value."""
     result = {}
     for field, paths in table.items():
-        path, value = _pick(attrs, paths)
+        path, value = _pick(attrs, paths, zero_counts)
         if path:
             result[field] = value
     return _extracted(result)
@@ -120,12 +122,7 @@ def usage_counters(attrs: Tree) -> dict[str, Any]:
     >>> usage_counters({"gen_ai": {"usage": {"input_tokens": "7", "output_tokens": 2}}})
     {'input_tokens': 7, 'output_tokens': 2, 'total_tokens': 9}
     """
-    usage = {}
-    for field, paths in c.USAGE.items():
-        path, value = _pick(attrs, paths, zero_counts=True)
-        if path:
-            usage[field] = _as_int(value)
-    usage = _extracted(usage)
+    usage = {k: _as_int(v) for k, v in _fields(attrs, c.USAGE, zero_counts=True).items()}
     for first, second in (
         ("prompt_tokens", "completion_tokens"),
         ("input_tokens", "output_tokens"),
@@ -315,7 +312,7 @@ def span_call(span: Span, project_id: str, wb_user_id: str | None = None) -> dic
                 "status": _STATUS[span.status.code],
                 "latency_ms": latency_ms,
                 "trace_name": name,
-            },  # fmt: skip
+            },
             "usage": _summary_usage(model, usage),
         },
         "wb_user_id": wb_user_id,

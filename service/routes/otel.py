@@ -26,13 +26,15 @@ router = APIRouter(tags=["otel"])
 PROJECT_HEADER = "project_id"
 
 
-def _store(body: bytes, encoding: str, project_id: str | None, principal: Principal,
-           store: CallStore) -> Export:  # fmt: skip
+def _store(
+    body: bytes, encoding: str, project_id: str | None, principal: Principal, store: CallStore
+) -> Export:
+    """Decode, map, check every project, then write each call's start and end parts."""
     done = export_calls(decode_request(body, encoding), project_id, principal.user)
     for project in sorted(done.projects):
         principal.check(project)
-    parts = [call_part(call, start=side, end=not side) for call in done.calls
-             for side in (True, False)]  # fmt: skip
+    parts = [call_part(call, start=start, end=not start)
+             for call in done.calls for start in (True, False)]  # fmt: skip
     if parts:
         store.write_parts(parts_frame(parts))
     return done
@@ -49,7 +51,7 @@ def _store(body: bytes, encoding: str, project_id: str | None, principal: Princi
                 JSON: {"schema": {"type": "object"}},
             },
         }
-    },  # fmt: skip
+    },
 )
 async def otel_traces(request: Request, store: StoreDep, principal: PrincipalDep) -> Response:
     """Store the spans of an OTLP export as calls; rejected spans in ``partial_success``."""
