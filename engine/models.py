@@ -83,6 +83,10 @@ def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
             yield from _children(f"{name}.{key}", item)
 
 
+def _no_additional_properties(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
 class LenientModel(BaseModel):
     """A request model that ignores unknown fields, as Weave's do, but names them.
 
@@ -91,7 +95,10 @@ class LenientModel(BaseModel):
     request's list of paths is kept, for the service's ``Warning`` header and log line.
     """
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # documented as Weave documents it: unknown fields are not part of the schema
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, json_schema_extra=_no_additional_properties
+    )
     _unknown_fields: tuple[str, ...] = PrivateAttr(default=())
 
     def model_post_init(self, context: Any, /) -> None:
