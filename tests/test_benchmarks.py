@@ -187,3 +187,7 @@ def test_small_trace_benchmark_reports_the_floor_and_each_size(tmp_path: Path) -
     loaded = [r for r in results if "rps" in r.extra]
     assert len(loaded) == (1 if shutil.which("wrk") else 0)
     assert all(r.extra["errors"] == 0 and r.extra["requests"] > 0 for r in loaded)
+    (live,) = [r for r in results if "speedup" in r.extra]
+    assert (
+        live.extra["writes"] > 0 and live.extra["speedup"] == live.extra["uncached_s"] / live.ours_s
+    )
