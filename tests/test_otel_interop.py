@@ -80,7 +80,7 @@ def _agent_trace(tracer: Any) -> None:
         })  # fmt: skip
         _llm(tracer, "ai.generateText", 7, {  # Vercel AI SDK
             "ai.model.id": "otel-claude", "ai.usage.promptTokens": 90,
-            "ai.usage.completionTokens": 12,
+            "ai.usage.completionTokens": 12, "prompt_tokens_details.cached_tokens": 40,
         })  # fmt: skip
         _llm(tracer, "llm both", 9, {  # GenAI and OpenInference on one span: both count
             "gen_ai.usage.input_tokens": 50, "llm.token_count.prompt": 50,

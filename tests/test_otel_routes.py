@@ -186,6 +186,7 @@ def test_empty_export(client: TestClient) -> None:
     assert res.status_code == 200 and res.content == b""
 
 
+@pytest.mark.slow  # the reference takes about 30 s over 10,000 spans
 def test_ten_thousand_spans_in_one_export(client: TestClient) -> None:
     spans = _trace(7, spans=10_000)
     body = request_of(spans).SerializeToString()
