@@ -152,6 +152,15 @@ def test_lone_surrogates_are_422_at_the_field(
     assert_422_at(post(c, auth, url, body), path)
 
 
+def test_a_surrogate_price_model_name_is_422_at_the_costs(app_client: Any) -> None:
+    c, auth = app_client
+    price = {"prompt_token_cost": 1, "completion_token_cost": 1}
+    res = post(c, auth, "/cost/create", {"project_id": PROJECT, "costs": {SURROGATE: price}})
+    assert res.status_code == 422, res.text
+    assert res.json()["path"].startswith("costs.a")  # pydantic cannot echo the key as sent
+    assert "lone surrogate" in res.json()["reason"]
+
+
 def test_a_surrogate_project_id_still_gets_its_log_line(
     app_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
