@@ -102,8 +102,10 @@ def json_body(model: type[M]) -> Any:
         with gc_paused(len(raw)):  # until the route is done with what the body became
             parsed = await run_in_threadpool(validate_json, model, raw)
             del raw
-            yield parsed
-            await run_in_threadpool(release, parsed)
+            try:
+                yield parsed
+            finally:  # an error answer frees a big batch off the loop too
+                await run_in_threadpool(release, parsed)
 
     body.body_model = model  # type: ignore[attr-defined]
     return Depends(body)
