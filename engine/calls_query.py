@@ -99,7 +99,7 @@ def _order(sort_by: list[SortBy] | None) -> list[tuple[str, bool]]:
 
 def _exists(name: str) -> pl.Expr:
     """True where a JSON path is present and not JSON null (the reference's ``exists``)."""
-    column = next(c for c in (s.INPUTS, s.OUTPUT, s.ATTRIBUTES, s.SUMMARY) if name.startswith(c))
+    column = name.split(".")[0]
     doc = pl.col(column)
     if name == column:
         return doc.is_not_null() & (doc.str.strip_chars() != "null")
