@@ -380,19 +380,19 @@ def calls_query(
     >>> [(c["id"], c["summary"]["weave"]["status"]) for c in page.rows()]
     [('b', 'running'), ('a', 'success')]
     """
-    req = _parse(CallsQueryReq, req)
-    picked = _sorted(_selection(calls, req), req.sort_by)
-    if req.offset and req.offset > 0:
-        picked = picked.slice(req.offset)
-    if req.limit and req.limit > 0:
-        picked = picked.head(req.limit)
-    columns = selected_columns(req)
+    q: CallsQueryReq = _parse(CallsQueryReq, req)
+    picked = _sorted(_selection(calls, q), q.sort_by)
+    if q.offset and q.offset > 0:
+        picked = picked.slice(q.offset)
+    if q.limit and q.limit > 0:
+        picked = picked.head(q.limit)
+    columns = selected_columns(q)
     if s.DISPLAY_NAME not in columns:  # the derived name reads only selected columns
         picked = picked.with_columns(pl.lit(None, pl.String).alias(s.DISPLAY_NAME))
     page = picked.select(*columns, *_derived(columns)).collect(engine=s.ENGINE)
     costs = None
-    if req.include_costs:
-        costs = _cost_rows(page, usage, prices, req.project_id)
+    if q.include_costs:
+        costs = _cost_rows(page, usage, prices, q.project_id)
     return CallsPage(page, columns, costs)
 
 
@@ -409,13 +409,13 @@ def calls_query_stats(calls: Frame, req: CallsQueryStatsReq | dict[str, Any]) ->
     >>> calls_query_stats(calls, {"project_id": "e/p", "limit": 2})
     CallsQueryStatsRes(count=2, has_more=True, total_storage_size_bytes=0)
     """
-    req = _parse(CallsQueryStatsReq, req)
-    if req.limit is not None and req.limit < 1:
+    q: CallsQueryStatsReq = _parse(CallsQueryStatsReq, req)
+    if q.limit is not None and q.limit < 1:
         raise InvalidRequestError("limit must be a positive integer", path="limit")
-    count = _selection(calls, req).select(pl.len()).collect(engine=s.ENGINE).item()
-    if req.limit is not None:
-        count = min(count, req.limit)
-    has_more = req.limit is not None and count >= req.limit
+    count = _selection(calls, q).select(pl.len()).collect(engine=s.ENGINE).item()
+    if q.limit is not None:
+        count = min(count, q.limit)
+    has_more = q.limit is not None and count >= q.limit
     return CallsQueryStatsRes(count=count, has_more=has_more, total_storage_size_bytes=0)
 
 
