@@ -179,6 +179,10 @@ def test_read_api_errors_and_projects(server: Server, both: tuple[Any, Any]) -> 
         httpx.post(server.url + "/calls/query_stats", json={"project_id": PROJECT}).status_code
         == 401
     )
+    # the browser page's requests get no Basic challenge (no browser dialog), others do
+    for headers, challenged in (({}, True), ({"X-Requested-With": "trace-usage-page"}, False)):
+        res = httpx.get(server.url + "/projects", auth=(USER, "tu_wrong"), headers=headers)
+        assert res.status_code == 401 and ("www-authenticate" in res.headers) is challenged
     listed = httpx.get(server.url + "/projects", auth=auth).json()["projects"]
     assert {"project_id": PROJECT, "calls": sum(1 for _ in both[1].calls_query_stream(
         tsi.CallsQueryReq(project_id=PROJECT)))} in listed  # fmt: skip
