@@ -152,9 +152,23 @@ def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]
     return row
 
 
+PARTS_PER_SLICE = 2_000
+
+
 def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Part rows from :func:`call_part` as one :data:`PART_SCHEMA` frame."""
-    return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
+    """Part rows from :func:`call_part` as one :data:`PART_SCHEMA` frame.
+
+    Built :data:`PARTS_PER_SLICE` rows at a time: one Polars call over a whole 30 MB batch
+    holds the GIL for most of a second, which stalls the event loop (``/health``) even
+    though ingest runs on a worker thread.
+    """
+    if len(rows) <= PARTS_PER_SLICE:
+        return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
+    slices = [
+        pl.DataFrame(rows[at : at + PARTS_PER_SLICE], schema=PART_SCHEMA, orient="row")
+        for at in range(0, len(rows), PARTS_PER_SLICE)
+    ]
+    return pl.concat(slices, rechunk=False)
 
 
 def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:

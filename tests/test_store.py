@@ -410,3 +410,19 @@ def test_store_and_fake_store_follow_the_reader_protocol(name: str) -> None:
 
     assert params(CallStore) == params(StoreReader)
     assert params(FakeStore) == params(StoreReader)
+
+
+def test_parts_frame_in_slices_equals_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.parts as parts_module
+
+    t = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    rows = [
+        call_part({"project_id": "p", "id": f"c{i}", "op_name": "op", "started_at": t},
+                  start=True, end=False)
+        for i in range(7)
+    ]  # fmt: skip
+    whole = parts_frame(rows)
+    monkeypatch.setattr(parts_module, "PARTS_PER_SLICE", 3)
+    sliced = parts_frame(rows)
+    assert sliced.n_chunks() > 1
+    assert sliced.equals(whole)
