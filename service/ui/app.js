@@ -376,7 +376,12 @@ function renderDetail() {
   box.replaceChildren(
     el("h2", { text: callName(call) }), el("div", { class: "id", text: call.id }), facts,
     ...(models.length ? models : [el("p", { class: "muted", text: "No LLM usage in this call or below it." })]),
-    el("p", { class: "note", text: "Tokens and costs include every descendant of the call." }));
+    el("p", { class: "note", text: "Tokens and costs include every descendant of the call." }),
+    ...(Object.values(byModel).some((u) => u.prompt_tokens_total_cost < 0)
+      ? [el("p", { class: "note", text: "A negative prompt cost is Weave's formula at work: " +
+        "(prompt − cache tokens) × price, where the client counted cache reads outside its prompt " +
+        "tokens (as Anthropic's do)." })]
+      : []));
 }
 
 // --- refresh and routing ---------------------------------------------------------------------
