@@ -27,7 +27,7 @@ from engine.models import (
     TraceUsageReq,
 )
 from engine.overflow import check_sums
-from engine.pricing import cost_rows, default_prices, default_table, price_table, with_prices
+from engine.pricing import cost_rows, default_prices, default_table, lookup_prices, price_table
 from engine.rollup import Tree, index_tree, rollup_rows
 from engine.selection import select_calls
 from engine.serialize import json_chunks, to_dict, to_json
@@ -199,20 +199,21 @@ def _compute(
         usage = usage_from_json(selected.select(s.ID, s.SUMMARY))
     check_sums(usage, costs=include_costs)  # no token sum below may pass 64 bits
     raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
-    picked = selected.lazy().select(s.ID, s.STARTED_AT)
     if mode == "auto":
+        picked = tree_calls.lazy().select(s.ID)
         raw = drop_client_rollups(raw.join(picked, on=s.ID, how="semi"), tree_calls.lazy())
-    rows = normalize(raw)
-    group_keys = [s.MODEL]
-    if include_costs:  # priced in the same query: each row at its call's start
-        table = default_table() if prices is None else prices
-        rows = with_prices(rows.join(picked, on=s.ID), table, project_id).drop(s.STARTED_AT)
-        group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
-    rows = rows.collect(engine=s.ENGINE)
+    rows = normalize(raw).collect(engine=s.ENGINE)
     tree = index_tree(tree_calls, rows.get_column(s.ID))  # also rejects repeated ids
     kept = tree.row_call >= 0
     if not kept.all():  # usage of calls outside the selection (all of it when none is)
         rows, tree = rows.filter(pl.Series(kept)), Tree(tree.parent, tree.row_call[kept])
+    group_keys = [s.MODEL]
+    if include_costs:  # each row priced at its call's start, found by row number: no join
+        table = default_table() if prices is None else prices
+        started = selected.get_column(s.STARTED_AT).gather(tree.row_call)
+        keys = pl.DataFrame([rows.get_column(s.MODEL), started])
+        rows = rows.hstack(lookup_prices(keys, table, project_id))
+        group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
     summed = rollup_rows(tree_calls, rows, group_keys, tree)
     unfinished = selected.filter(pl.col(s.ENDED_AT).is_null()).get_column(s.ID).sort().to_list()
     usage_rows, call_index = cost_rows(
