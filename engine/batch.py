@@ -236,7 +236,7 @@ def _run_engine(
             *s.COSTS,
             pl.col(s.ID).is_in(unfinished.implode()).alias(s.UNFINISHED),
         )
-        .cast(s.BATCH_OUTPUT_SCHEMA)
+        .cast(pl.Schema(s.BATCH_OUTPUT_SCHEMA))
     )
 
 

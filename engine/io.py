@@ -30,7 +30,7 @@ import gzip
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import orjson
 import polars as pl
@@ -109,10 +109,12 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path]
 def open_calls_file(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     """(stream of the file's bytes, gunzipped when it is gzip, raw file whose position says
     how much of the file is read); close the stream, then the raw file."""
-    raw = path.open("rb")
+    raw: IO[bytes] = path.open("rb")
     gzipped = raw.read(2) == _GZIP_MAGIC
     raw.seek(0)
-    return (gzip.GzipFile(fileobj=raw) if gzipped else raw), raw
+    # GzipFile reads as IO[bytes] does; typeshed does not declare it one
+    stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if gzipped else raw
+    return stream, raw
 
 
 # --- JSON Lines ----------------------------------------------------------------------------

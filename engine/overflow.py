@@ -60,7 +60,7 @@ def check_sums(usage: pl.DataFrame | pl.LazyFrame, *, costs: bool) -> None:
         sums[_BILLED[0]] = _BILLED[1]
     rows = len(counters[0])
     # magnitudes as Python ints (|-2**63| does not fit 64 bits)
-    peak = {c.name: max(abs(c.max() or 0), abs(c.min() or 0)) for c in counters}
+    peak = {c.name: max(abs(_int(c.max())), abs(_int(c.min()))) for c in counters}
     if all(rows * sum(peak.get(c, 0) for c in parts) <= _LIMIT for parts in sums.values()):
         return
     magnitude = {c.name: c.cast(pl.Int128).abs().sum() for c in counters}
@@ -72,6 +72,11 @@ def check_sums(usage: pl.DataFrame | pl.LazyFrame, *, costs: bool) -> None:
                 f"{bound} in magnitude, so their {name} could pass 2**63 - 1, the largest "
                 "sum this server computes exactly"
             )
+
+
+def _int(value: object) -> int:
+    """A counter column's min or max (an int, or None for an empty or all-null column)."""
+    return value if isinstance(value, int) else 0
 
 
 def _counters(usage: pl.DataFrame | pl.LazyFrame) -> list[pl.Series]:

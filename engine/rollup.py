@@ -296,7 +296,8 @@ def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
 def _ancestors(up: np.ndarray) -> list[np.ndarray] | None:
     """``[anc_0, anc_1, ...]`` until every call reaches the sentinel; None on a cycle."""
     n = len(up) - 1
-    tables, anc = [], up
+    tables: list[np.ndarray] = []
+    anc = up
     for _ in range(max(1, n.bit_length())):  # 2**rounds >= n steps
         if (anc[:n] == n).all():
             return tables

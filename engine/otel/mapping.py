@@ -127,9 +127,9 @@ def usage_counters(attrs: Tree) -> dict[str, Any]:
         ("prompt_tokens", "completion_tokens"),
         ("input_tokens", "output_tokens"),
     ):
-        pair = (usage.get(first), usage.get(second))
-        if "total_tokens" not in usage and all(type(v) is int for v in pair):
-            usage["total_tokens"] = pair[0] + pair[1]
+        a, b = usage.get(first), usage.get(second)
+        if "total_tokens" not in usage and type(a) is int and type(b) is int:
+            usage["total_tokens"] = a + b
     return usage
 
 
