@@ -18,18 +18,20 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import schema as s
 from engine.errors import InputDataError
 
 _ROW = "__row"  # a key row's position, to restore key order after sorting by time
 _CALL = "__call"  # a result row's call, as its row number in the answer
-_AT = "__at"  # a row's start, or the timeline's dawn when it started before
 DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
 
 
@@ -203,6 +205,26 @@ def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.D
     )
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """A timeline read by model: each model's step starts (physical, increasing) and the
+    timeline rows they begin, with the timeline's ``seq`` and prices as arrays."""
+
+    models: dict[str, tuple[np.ndarray, np.ndarray]]
+    seq: np.ndarray
+    prices: np.ndarray  # (steps, 4)
+
+    @classmethod
+    def of(cls, timeline: pl.DataFrame) -> _Steps:
+        starts = timeline.get_column(_FROM).to_numpy().view(np.int64)
+        rows: dict[str, list[int]] = {}
+        for row, model in enumerate(timeline.get_column(s.MODEL).to_list()):  # sorted by start
+            rows.setdefault(model, []).append(row)
+        models = {m: (starts[r], np.asarray(r, dtype=np.int64)) for m, r in rows.items()}
+        prices = np.column_stack([timeline.get_column(p).to_numpy() for p in s.PRICES])
+        return cls(models, timeline.get_column(s.PRICE_SEQ).to_numpy(), prices.reshape(-1, 4))
+
+
 class _Timelines:
     """Timelines of the last few (price table, project) pairs: a server prices every
     request of a project against the same table object until its prices change. Tables are
@@ -210,66 +232,52 @@ class _Timelines:
     and a weak reference makes sure a recycled id is not taken for the old table."""
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[tuple[int, str], tuple[weakref.ref, pl.DataFrame]] = OrderedDict()
+        self._kept: OrderedDict[tuple[int, str], tuple[weakref.ref, pl.DataFrame, _Steps]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def get(self, prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.DataFrame:
         """The timeline of ``prices`` for ``project_id``, built on first use (a lazy
         table is built every time: its identity says nothing about its rows)."""
+        return self._entry(prices, project_id)[0]
+
+    def steps(self, prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> _Steps:
+        """The same timeline, read by model."""
+        return self._entry(prices, project_id)[1]
+
+    def _entry(
+        self, prices: pl.LazyFrame | pl.DataFrame, project_id: str
+    ) -> tuple[pl.DataFrame, _Steps]:
         if not isinstance(prices, pl.DataFrame):
-            return price_timeline(prices, project_id)
+            timeline = price_timeline(prices, project_id)
+            return timeline, _Steps.of(timeline)
         key = (id(prices), project_id)
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None and kept[0]() is prices:
                 self._kept.move_to_end(key)
-                return kept[1]
+                return kept[1], kept[2]
         timeline = price_timeline(prices, project_id)
+        steps = _Steps.of(timeline)
         with self._lock:
-            self._kept[key] = (weakref.ref(prices), timeline)
+            self._kept[key] = (weakref.ref(prices), timeline, steps)
             while len(self._kept) > _TIMELINES_KEPT:
                 self._kept.popitem(last=False)
-        return timeline
+        return timeline, steps
 
 
 _TIMELINES = _Timelines()
-
-
-def with_prices(
-    rows: pl.LazyFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
-) -> pl.LazyFrame:
-    """``rows`` (with ``model`` and ``started_at``) with the chosen price row's ``seq`` and
-    four prices added (nulls for a model without price), in any row order: one as-of join
-    on the (kept) timeline of ``prices`` for ``project_id``, so a request's usage rows are
-    priced in the same query that reads them."""
-    timeline = _TIMELINES.get(prices, project_id)
-    if not timeline.height:
-        return rows.with_columns(
-            pl.lit(None, pl.Int64).alias(s.PRICE_SEQ),
-            *(pl.lit(None, pl.Float64).alias(p) for p in s.PRICES),
-        )
-    # a start before dawn has dawn's pick (read through NumPy: no Polars query)
-    dawn = int(timeline.get_column(_FROM).to_numpy()[:1].view(np.int64)[0])
-    start = pl.max_horizontal(pl.col(s.STARTED_AT).to_physical(), dawn).cast(s.TIMESTAMP)
-    return (
-        rows.with_columns(start.alias(_AT))
-        .sort(_AT)
-        .join_asof(
-            timeline.lazy(),
-            left_on=_AT,
-            right_on=_FROM,
-            by=s.MODEL,
-            strategy="backward",
-            check_sortedness=False,
-        )
-        .drop(_AT, _FROM)
-    )
+_NO_START = np.iinfo(np.int64).min  # a null start, as NumPy reads it
 
 
 def lookup_prices(
     keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
 ) -> pl.DataFrame:
-    """:func:`choose_prices`, read off the (kept) timeline of ``prices`` for ``project_id``.
+    """:func:`choose_prices`, read off the (kept) timeline of ``prices`` for ``project_id``:
+    per distinct model of ``keys`` (a handful), one binary search of its step starts; a
+    start before the first step has the first step's pick ("dawn"). NumPy and Arrow do the
+    work, so a small request pays no Polars query for its prices.
 
     Examples
     --------
@@ -284,13 +292,31 @@ def lookup_prices(
     >>> lookup_prices(keys, prices, "e/p").get_column("seq").to_list()
     [0, 1, None]
     """
-    rows = keys.lazy().select(s.MODEL, s.STARTED_AT).with_row_index(_ROW)
-    return (
-        with_prices(rows, prices, project_id)
-        .sort(_ROW)
-        .select(s.PRICE_SEQ, *s.PRICES)
-        .collect(engine=s.ENGINE)
-    )
+    steps = _TIMELINES.steps(prices, project_id)
+    models = keys.get_column(s.MODEL).cast(pl.String).to_arrow().cast(pa.large_string())
+    encoded = pc.dictionary_encode(models)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    starts = keys.get_column(s.STARTED_AT).to_numpy().view(np.int64)
+    row = np.full(keys.height, -1, dtype=np.int64)
+    for code, model in enumerate(encoded.dictionary.to_pylist()):
+        found = steps.models.get(model)
+        if found is not None:
+            step_starts, step_rows = found
+            where = np.flatnonzero(codes == code)
+            at = np.searchsorted(step_starts, starts[where], side="right") - 1
+            row[where] = step_rows[np.maximum(at, 0)]
+    missing = (row < 0) | (starts == _NO_START)
+    row = np.maximum(row, 0)
+    if len(steps.seq):
+        seq, table = steps.seq[row], steps.prices[row]
+    else:  # no model has a price: every row is missing
+        seq, table = np.zeros(keys.height, dtype=np.int64), np.zeros((keys.height, 4))
+    columns = {s.PRICE_SEQ: pa.array(seq, type=pa.int64(), mask=missing)}
+    for i, name in enumerate(s.PRICES):
+        columns[name] = pa.array(table[:, i], type=pa.float64(), mask=missing)
+    frame = pl.from_arrow(pa.table(columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def cost_rows(
