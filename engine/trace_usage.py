@@ -210,8 +210,8 @@ def _compute(
     group_keys = [s.MODEL]
     if include_costs:  # each row priced at its call's start, found by row number: no join
         table = default_table() if prices is None else prices
-        started = selected.get_column(s.STARTED_AT).gather(tree.row_call)
-        keys = pl.DataFrame([rows.get_column(s.MODEL), started])
+        started = selected.get_column(s.STARTED_AT).to_numpy()[tree.row_call]  # no query
+        keys = pl.DataFrame([rows.get_column(s.MODEL), pl.Series(s.STARTED_AT, started)])
         rows = rows.hstack(lookup_prices(keys, table, project_id))
         group_keys = [s.MODEL, s.PRICE_SEQ, *s.PRICES]
     summed = rollup_rows(tree_calls, rows, group_keys, tree)
