@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+from typing_extensions import TypedDict
 
 SummaryUsageMode = Literal["own", "auto"]
 SUMMARY_USAGE_MODES: tuple[str, ...] = ("own", "auto")
@@ -181,6 +182,19 @@ class CallsUsageReq(_UsageReqBase):
     call_ids: list[WireStr] = Field(
         description="Root call IDs to aggregate. Each result key corresponds to one input call ID."
     )
+
+
+class LLMUsageSchema(TypedDict, total=False):
+    """The counters a client reports per model under ``summary.usage`` (Weave's shape)."""
+
+    prompt_tokens: int | None
+    input_tokens: int | None
+    completion_tokens: int | None
+    output_tokens: int | None
+    requests: int | None
+    total_tokens: int | None
+    cache_creation_input_tokens: int | None
+    cache_read_input_tokens: int | None
 
 
 class LLMAggregatedUsage(BaseModel):

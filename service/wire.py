@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_serializer, with_config
 from typing_extensions import TypedDict
 
-from engine.models import Int64, LenientModel, Query, WireStr
+from engine.models import Int64, LenientModel, LLMUsageSchema, Query, WireStr
 
 WB_USER_ID_DESCRIPTION = "Do not set directly. Server will automatically populate this field."
 
@@ -29,17 +29,6 @@ class BaseModelStrict(LenientModel):
 @with_config(ConfigDict(extra="allow"))
 class ExtraKeysTypedDict(TypedDict):
     pass
-
-
-class LLMUsageSchema(TypedDict, total=False):
-    prompt_tokens: int | None
-    input_tokens: int | None
-    completion_tokens: int | None
-    output_tokens: int | None
-    requests: int | None
-    total_tokens: int | None
-    cache_creation_input_tokens: int | None
-    cache_read_input_tokens: int | None
 
 
 class TraceStatus(StrEnum):

@@ -58,6 +58,22 @@ class Server:
         return RemoteHTTPTraceServer(self.url, auth=ApiKeyCredentials(key or self.key))
 
 
+def wait_until_healthy(
+    proc: subprocess.Popen, url: str, log_path: Path, seconds: float = STARTUP_SECONDS
+) -> None:
+    """Return once ``url`` answers ``/health``; fail with the server's log if it exits."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
 @contextmanager
 def running_server(
     data_dir: Path, projects: str, narrow_project: str, *extra_args: str
@@ -79,16 +95,7 @@ def running_server(
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + STARTUP_SECONDS
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
+            wait_until_healthy(proc, url, log_path)
             yield Server(url, key, narrow, proc)
         finally:
             proc.terminate()

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import polars as pl
 import pytest
 
 from engine.io import read_calls
-from tests.live_server import STARTUP_SECONDS, clean_env, free_port
+from tests.live_server import STARTUP_SECONDS, clean_env, free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -85,16 +84,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + STARTUP_SECONDS * 3  # the sample import comes first
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+            # the sample is imported before the server starts
+            wait_until_healthy(proc, url, log_path, STARTUP_SECONDS * 3)
             printed = log_path.read_text()
             key = re.search(r"^api key:\s+(\S+)$", printed, re.M).group(1)
             yield LiveServer(url, key, printed)

@@ -27,8 +27,8 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import TypeAdapter, ValidationError
-from typing_extensions import TypedDict
 
+from engine.models import LLMUsageSchema
 from engine.otel import conventions as c
 from engine.otel.attributes import (
     Tree,
@@ -51,19 +51,8 @@ class SpanRejected(ValueError):
     """A span that cannot become a call; the message says why."""
 
 
-class _Counters(TypedDict, total=False):
-    prompt_tokens: int | None
-    input_tokens: int | None
-    completion_tokens: int | None
-    output_tokens: int | None
-    requests: int | None
-    total_tokens: int | None
-    cache_creation_input_tokens: int | None
-    cache_read_input_tokens: int | None
-
-
 # Weave validates calls with pydantic (lax mode) before storing them; these check the same
-_USAGE = TypeAdapter(dict[str, _Counters])
+_USAGE = TypeAdapter(dict[str, LLMUsageSchema])
 _OPTIONAL_INT = TypeAdapter(int | None)
 _OPTIONAL_STR = TypeAdapter(str | None)
 
@@ -187,7 +176,7 @@ def _model(attributes: dict[str, Any]) -> Any:
 
 
 def _summary_usage(model: Any, usage: dict[str, Any]) -> dict[str, Any]:
-    counters = {name: usage.get(name) for name in _Counters.__annotations__}
+    counters = {name: usage.get(name) for name in LLMUsageSchema.__annotations__}
     if not isinstance(model, str | bytes):
         raise SpanRejected(f"model {model!r} is not text")
     checked = _valid(_USAGE, {model: counters}, "usage")
