@@ -200,8 +200,3 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.add_middleware(ContentTypeMiddleware, accepted=OTHER_MEDIA_TYPES)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     return app
-
-
-def app_from_env() -> FastAPI:
-    """uvicorn factory (``--workers``): each worker reads its settings from ``TRACE_USAGE_*``."""
-    return create_app(Settings())
