@@ -10,7 +10,9 @@ future) the latest project row, else the latest default row.
 Requests price a few hundred rows against thousands of price rows, so the ranking is done
 once per (price table, project) instead: the choice for a model only changes at one of its
 effective dates, so a *timeline* of the choice from each such date on (and from before the
-first one) answers every row with one as-of join (:func:`lookup_prices`).
+first one) answers every row with one binary search among its model's steps
+(:func:`lookup_prices`). The module also builds the price table (:func:`price_table`) and
+does the cost arithmetic on rolled-up token sums (:func:`cost_rows`).
 """
 
 from __future__ import annotations
