@@ -35,6 +35,7 @@ test: install-test $(CHROMIUM)
 lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install-test
 	$(BIN)/trace-usage bench

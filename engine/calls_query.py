@@ -27,7 +27,7 @@ from engine.query.ast import Convert, GetField
 from engine.query.compile import to_val
 from engine.query.fields import split_path
 from engine.selection import columns_read, select_calls
-from engine.trace_usage import _candidates, _engine_call, _parse
+from engine.trace_usage import candidate_calls, engine_call, parse_request
 from engine.usage import usage_from_json
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -343,10 +343,10 @@ def _cost_rows(
 
 def _selection(calls: Frame, req: CallsQueryReq | CallsQueryStatsReq) -> pl.LazyFrame:
     _refuse_unsupported(req)
-    return select_calls(_candidates(calls, req.project_id), req.filter, req.query)
+    return select_calls(candidate_calls(calls, req.project_id), req.filter, req.query)
 
 
-@_engine_call
+@engine_call
 def calls_query(
     calls: Frame,
     req: CallsQueryReq | dict[str, Any],
@@ -380,7 +380,7 @@ def calls_query(
     >>> [(c["id"], c["summary"]["weave"]["status"]) for c in page.rows()]
     [('b', 'running'), ('a', 'success')]
     """
-    q: CallsQueryReq = _parse(CallsQueryReq, req)
+    q: CallsQueryReq = parse_request(CallsQueryReq, req)
     picked = _sorted(_selection(calls, q), q.sort_by)
     if q.offset and q.offset > 0:
         picked = picked.slice(q.offset)
@@ -396,7 +396,7 @@ def calls_query(
     return CallsPage(page, columns, costs)
 
 
-@_engine_call
+@engine_call
 def calls_query_stats(calls: Frame, req: CallsQueryStatsReq | dict[str, Any]) -> CallsQueryStatsRes:
     """How many calls the selection holds, capped at ``limit`` (``has_more`` when reached).
 
@@ -409,7 +409,7 @@ def calls_query_stats(calls: Frame, req: CallsQueryStatsReq | dict[str, Any]) ->
     >>> calls_query_stats(calls, {"project_id": "e/p", "limit": 2})
     CallsQueryStatsRes(count=2, has_more=True, total_storage_size_bytes=0)
     """
-    q: CallsQueryStatsReq = _parse(CallsQueryStatsReq, req)
+    q: CallsQueryStatsReq = parse_request(CallsQueryStatsReq, req)
     if q.limit is not None and q.limit < 1:
         raise InvalidRequestError("limit must be a positive integer", path="limit")
     count = _selection(calls, q).select(pl.len()).collect(engine=s.ENGINE).item()

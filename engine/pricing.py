@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -86,10 +87,13 @@ def price_table(
     if project_rows is not None:
         parts.append(project_rows)
     frames = [s.conform(p.lazy(), s.PRICE_SCHEMA, "prices").collect(engine=s.ENGINE) for p in parts]
-    return pl.concat(frames).drop(s.PRICE_SEQ).with_row_index(s.PRICE_SEQ).cast(s.PRICE_SCHEMA)
+    table = pl.concat(frames).drop(s.PRICE_SEQ).with_row_index(s.PRICE_SEQ)
+    return table.cast(pl.Schema(s.PRICE_SCHEMA))
 
 
-def _optional(raw: pl.DataFrame, name: str, dtype: pl.DataType, default: object) -> pl.Expr:
+def _optional(
+    raw: pl.DataFrame, name: str, dtype: pl.DataType | type[pl.DataType], default: object
+) -> pl.Expr:
     col = pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype)
     return col.fill_null(default).alias(name)
 
@@ -193,7 +197,7 @@ def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.D
     steps = table.select(
         pl.col(s.LLM_ID).alias(s.MODEL), pl.col(s.EFFECTIVE_DATE).to_physical().alias(_FROM)
     ).collect(engine=s.ENGINE)
-    first = steps.get_column(_FROM).min()
+    first = cast("int | None", steps.get_column(_FROM).min())  # physical: microseconds
     dawn = max(first - 1, -(2**63)) if first is not None else 0
     dawns = steps.select(s.MODEL, pl.lit(dawn, pl.Int64).alias(_FROM))
     steps = pl.concat([dawns, steps]).unique(maintain_order=True)
@@ -358,10 +362,11 @@ def cost_rows(
         **{name: pl.lit(pl.Series(name, values)) for name, values in tokens.items()},
         **costs,
     }
+    named = [expr.alias(name) for name, expr in columns.items()]
     names = models.to_list()  # a handful: plain Python is quickest
     if not include_costs or len(set(names)) == len(names):  # one price row per model: done
-        return pl.select(**columns), call
-    merged = pl.select(pl.lit(pl.Series(_CALL, call)), **columns)
+        return pl.select(named), call
+    merged = pl.select(pl.lit(pl.Series(_CALL, call)), *named)
     merged = merged.group_by(_CALL, s.MODEL, maintain_order=True).agg(
         pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
     )

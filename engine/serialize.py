@@ -200,7 +200,7 @@ def json_chunks(
 
         def batch(lo: int) -> pl.Series:
             rows = usage.slice(lo, _BATCH_ROWS)
-            parts = [pl.lit(prefix.slice(lo, _BATCH_ROWS))]
+            parts: list[pl.Expr | str] = [pl.lit(prefix.slice(lo, _BATCH_ROWS))]
             parts += _entry(rows, metrics, model.slice(lo, _BATCH_ROWS))
             parts.append(_choose(last[lo : lo + _BATCH_ROWS], "}", ""))
             return rows.select(_concat(parts)).to_series()

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from engine import schema as s
 from engine.client_rollup import drop_client_rollups
@@ -41,9 +41,10 @@ _REQUIRED = (s.PROJECT_ID, s.ID, s.OP_NAME, s.STARTED_AT)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 
-def _engine_call(fn: Callable[P, R]) -> Callable[P, R]:
+def engine_call(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` with Polars errors as ``InputDataError``.
 
     Polars errors raised while reading the calls (bad JSON text, wrong column types) become
@@ -78,7 +79,7 @@ class UsageResult:
     call_index: np.ndarray | None = None
     truncated_from: int | None = None
 
-    @_engine_call
+    @engine_call
     def to_json(self) -> bytes:
         """The response body, exactly as the HTTP endpoint sends it."""
         return to_json(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
@@ -88,13 +89,14 @@ class UsageResult:
         answer while the rest is being written)."""
         return json_chunks(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
 
-    @_engine_call
+    @engine_call
     def to_dict(self) -> dict[str, Any]:
         """The response as plain Python objects."""
         return to_dict(self.call_ids, self.usage, self.unfinished_call_ids, self.call_index)
 
 
-def _parse(model: type, req: Any) -> Any:
+def parse_request(model: type[M], req: M | dict[str, Any]) -> M:
+    """``req`` as ``model`` (a dict is validated): the engine's entry points take either."""
     if isinstance(req, model):
         return req
     try:
@@ -113,7 +115,9 @@ def _mode(requested: str | None, default: str | None) -> SummaryUsageMode:
     return mode  # type: ignore[return-value]
 
 
-def _candidates(calls: Frame, project_id: str) -> pl.LazyFrame:
+def candidate_calls(calls: Frame, project_id: str) -> pl.LazyFrame:
+    """The calls any selection starts from: in the project, not deleted, with an op name and
+    a start time (the reference's rules), in the canonical schema."""
     lf = calls.lazy()
     have = lf.collect_schema()
     missing = [c for c in _REQUIRED if c not in have]
@@ -231,7 +235,7 @@ def _compute(
     return UsageResult(ids, usage_rows, unfinished, call_index)
 
 
-@_engine_call
+@engine_call
 def trace_usage(
     calls: Frame,
     req: TraceUsageReq | dict[str, Any],
@@ -270,9 +274,9 @@ def trace_usage(
     >>> res["call_usage"]["root"]["gpt-4o"]["prompt_tokens"], res["unfinished_call_ids"]
     (10, ['llm'])
     """
-    req = _parse(TraceUsageReq, req)
+    req = parse_request(TraceUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
-    picked = select_calls(_candidates(calls, req.project_id), req.filter, req.query)
+    picked = select_calls(candidate_calls(calls, req.project_id), req.filter, req.query)
     selected = _select(picked, usage is None)
     cut = 0 < req.limit < selected.height
     result = _compute(
@@ -286,7 +290,7 @@ def trace_usage(
     return replace(result, truncated_from=selected.height) if cut else result
 
 
-@_engine_call
+@engine_call
 def calls_usage(
     calls: Frame,
     req: CallsUsageReq | dict[str, Any],
@@ -301,7 +305,7 @@ def calls_usage(
     considered, as in the reference. Never partial, as weave 0.53.12: ``limit`` must be
     positive, and a trace of more than ``limit`` calls raises ``AnswerTooLargeError``.
     """
-    req = _parse(CallsUsageReq, req)
+    req = parse_request(CallsUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
     if req.limit < 1:
         raise InvalidRequestError(
@@ -311,7 +315,7 @@ def calls_usage(
     empty = UsageResult(wanted, s.empty(s.RESULT_SCHEMA), [])
     if not req.call_ids:
         return empty
-    candidates = _candidates(calls, req.project_id)
+    candidates = candidate_calls(calls, req.project_id)
     roots = _ordered(
         select_calls(candidates, CallsFilter(call_ids=req.call_ids), None), len(req.call_ids)
     )
