@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.models import CallsFilter, Query, WireStr
+from engine.models import CallsFilter, Int64, Query, WireStr
 
 
 class _Lenient(BaseModel):
@@ -46,8 +46,8 @@ class CallsQueryReq(_Unsupported):
         default=None,
         description="Default: started_at, id ascending; an empty list keeps store order.",
     )
-    limit: int | None = Field(default=None, description="None or <= 0: every selected call.")
-    offset: int | None = None
+    limit: Int64 | None = Field(default=None, description="None or <= 0: every selected call.")
+    offset: Int64 | None = None
     columns: list[WireStr] | None = Field(
         default=None,
         description="Top-level call fields to return (dotted paths read as their column); "
@@ -64,7 +64,7 @@ class CallsQueryStatsReq(_Unsupported):
     project_id: str
     filter: CallsFilter | None = None
     query: Query | None = None
-    limit: int | None = None
+    limit: Int64 | None = None
 
 
 class CallsQueryStatsRes(BaseModel):

@@ -168,6 +168,11 @@ def test_read_api_errors_and_projects(server: Server, both: tuple[Any, Any]) -> 
     res = httpx.post(server.url + "/calls/query_stats", json={"project_id": PROJECT, "limit": 0},
                      auth=auth)  # fmt: skip
     assert res.status_code == 400 and res.json()["path"] == "limit"
+    for route, field in (("stream_query", "limit"), ("stream_query", "offset"),
+                         ("query_stats", "limit")):  # fmt: skip
+        too_big = {"project_id": PROJECT, field: 2**64}  # was a 500 (found by schemathesis)
+        res = httpx.post(f"{server.url}/calls/{route}", json=too_big, auth=auth)
+        assert res.status_code == 422 and res.json()["path"] == field, res.text
     bad_dir = {"project_id": PROJECT, "sort_by": [{"field": "id", "direction": "up"}]}
     assert (
         httpx.post(server.url + "/calls/stream_query", json=bad_dir, auth=auth).status_code == 422
