@@ -107,7 +107,7 @@ def test_bench_command_rejects_unknown_benchmarks(capsys) -> None:
 
 
 def test_rollup_is_exact_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rollup's hash lookups fall back to exact joins when its first hash collides
+    """The rollup's hash lookups match by string the values whose first hash collides
     (forced here by hashing only each value's first character; the second, independent
     hash that confirms matches stays real), and the answer does not change."""
     trace = generate("agent", 300, seed=9)
