@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import (
+    AnswerTooLargeError,
     InputDataError,
     InvalidRequestError,
     NotFoundError,
@@ -49,6 +50,7 @@ STATUS: dict[type[TraceUsageError], int] = {
     InvalidRequestError: 400,
     InputDataError: 422,
     NotFoundError: 404,
+    AnswerTooLargeError: 413,  # Weave's RequestTooLarge: never a partial answer
 }
 # a store that cannot serve: 503, so that an orchestrator restarts it; a full disk: 507
 STORE_STATUS: dict[type[StoreError], int] = {

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING
 import anyio
 import polars as pl
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from engine import schema as s
-from engine.errors import AnswerTooLargeError
 from engine.models import CallsUsageReq, CallsUsageRes, TraceUsageReq, TraceUsageRes
 from engine.selection import columns_read
 from engine.trace_usage import UsageResult, calls_usage, trace_usage
@@ -184,10 +183,7 @@ def calls_usage_route(
 
     # the calls' traces are known only after a store query: keyed by the whole project
     version = store.cache_version(req.project_id, None)
-    try:
-        return _answer(request, _cache_key("calls", req, version), compute)
-    except AnswerTooLargeError as err:  # Weave's RequestTooLarge
-        return JSONResponse({"reason": err.reason, "path": err.path}, status_code=413)
+    return _answer(request, _cache_key("calls", req, version), compute)
 
 
 def _load_traces(
