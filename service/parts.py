@@ -52,7 +52,7 @@ def _json(value: Any) -> str | None:
         return json.dumps(value)
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     """Aware UTC datetime; a naive one is read as UTC (as the reference does)."""
     if value is None:
         return None
@@ -148,7 +148,7 @@ def call_part(call: dict[str, Any], *, start: bool, end: bool) -> dict[str, Any]
     else:
         row[s.ATTRIBUTES], row[s.INPUTS], row[s.INPUT_REFS] = "{}", "{}", []
     for name in s.DATETIME_COLUMNS:
-        row[name] = _utc(row[name])
+        row[name] = as_utc(row[name])
     return row
 
 

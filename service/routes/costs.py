@@ -18,7 +18,7 @@ from engine.query import Node, parse_query
 from engine.query.ast import Compare, GetField, In, Literal, Or
 from engine.query.table import query_table
 from service.deps import PrincipalDep, StoreDep
-from service.parts import _utc
+from service.parts import as_utc
 from service.store import PRICE_ROW_FIELDS
 from service.wire import (
     CostCreateReq,
@@ -47,7 +47,7 @@ def cost_create(req: CostCreateReq, store: StoreDep, principal: PrincipalDep) ->
             s.PRICING_LEVEL_ID: req.project_id,
             s.PROVIDER_ID: cost.provider_id or "default",
             s.LLM_ID: llm_id,
-            s.EFFECTIVE_DATE: _utc(cost.effective_date) or now,
+            s.EFFECTIVE_DATE: as_utc(cost.effective_date) or now,
             s.PROMPT_PRICE: cost.prompt_token_cost,
             s.COMPLETION_PRICE: cost.completion_token_cost,
             s.CACHE_READ_PRICE: cost.cache_read_input_token_cost,
