@@ -169,3 +169,9 @@ def test_the_key_make_run_prints_works_with_its_own_curl_line(server: LiveServer
     done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60)
     answer = json.loads(done.stdout)
     assert "call_usage" in answer, done.stdout
+
+
+def test_make_run_says_where_the_page_is_and_how_to_sign_in(server: LiveServer) -> None:
+    assert f"Trace view: open {server.url}/ and sign in as user 'dev'" in server.printed
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]

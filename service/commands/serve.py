@@ -79,8 +79,10 @@ def seed(settings: Settings, keys: KeyStore) -> None:
         )
         return
     record, secret = keys.add(SAMPLE_USER, [SAMPLE_PROJECT])
+    url = f"http://{settings.host}:{settings.port}"
     print("Created a development key for the sample project:")
-    print_new_key(record, secret, f"http://{settings.host}:{settings.port}")
+    print_new_key(record, secret, url)
+    print(f"Trace view: open {url}/ and sign in as user {record.user!r} with this key.")
 
 
 def _log_config(level: str) -> dict[str, Any]:
