@@ -21,7 +21,7 @@ import polars as pl
 from engine import schema as s
 from engine.calls_models import CallsQueryReq, CallsQueryStatsReq, CallsQueryStatsRes, SortBy
 from engine.errors import InvalidRequestError
-from engine.pricing import default_table, lookup_prices
+from engine.pricing import default_table, lookup_prices, token_costs
 from engine.query import Ctx
 from engine.query.ast import Convert, GetField
 from engine.query.compile import to_val
@@ -310,25 +310,21 @@ def _cost_rows(
     picked = lookup_prices(raw.select(s.MODEL, s.STARTED_AT), table, project_id)
     rows = raw.hstack(picked.select(s.PRICE_SEQ)).filter(pl.col(s.PRICE_SEQ).is_not_null())
     rows = rows.join(table.select(s.PRICE_SEQ, *_COST_ROW), on=s.PRICE_SEQ, how="left")
-    prompt = pl.col("prompt_tokens") + pl.col("input_tokens")
-    completion = pl.col("completion_tokens") + pl.col("output_tokens")
+    tokens = {
+        s.PROMPT_TOKENS: pl.col("prompt_tokens") + pl.col("input_tokens"),
+        s.COMPLETION_TOKENS: pl.col("completion_tokens") + pl.col("output_tokens"),
+        s.CACHE_READ: pl.col(s.CACHE_READ),
+        s.CACHE_CREATION: pl.col(s.CACHE_CREATION),
+    }
     price = {p: pl.col(p).fill_null(0.0) for p in s.PRICES}
     unit = pl.lit("USD")
     return rows.select(
         s.ID,
         s.MODEL,
-        prompt.alias(s.PROMPT_TOKENS),
-        completion.alias(s.COMPLETION_TOKENS),
-        pl.col(s.CACHE_READ),
-        pl.col(s.CACHE_CREATION),
+        *(expr.alias(name) for name, expr in tokens.items()),
         pl.col(s.REQUESTS),
         pl.col(s.TOTAL_TOKENS),
-        ((prompt - pl.col(s.CACHE_READ) - pl.col(s.CACHE_CREATION)) * price[s.PROMPT_PRICE]).alias(
-            s.PROMPT_COST
-        ),
-        (completion * price[s.COMPLETION_PRICE]).alias(s.COMPLETION_COST),
-        (pl.col(s.CACHE_READ) * price[s.CACHE_READ_PRICE]).alias(s.CACHE_READ_COST),
-        (pl.col(s.CACHE_CREATION) * price[s.CACHE_CREATION_PRICE]).alias(s.CACHE_CREATION_COST),
+        *(expr.alias(name) for name, expr in token_costs(tokens, price).items()),
         *(price[p].alias(p) for p in s.PRICES),
         unit.alias("prompt_token_cost_unit"),
         unit.alias("completion_token_cost_unit"),

@@ -20,10 +20,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,7 @@ from engine.errors import InputDataError
 
 _ROW = "__row"  # a key row's position, to restore key order after sorting by time
 _CALL = "__call"  # a result row's call, as its row number in the answer
+Num = TypeVar("Num", np.ndarray, pl.Expr, float)  # token_costs takes arrays or expressions
 DEFAULT_PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_token_prices.csv"
 
 
@@ -325,6 +327,30 @@ def lookup_prices(
     return frame
 
 
+def token_costs(tokens: Mapping[str, Num], price: Mapping[str, Num]) -> dict[str, Num]:
+    """Weave's four costs of token counts at per-token prices, keyed by the cost columns.
+
+    The prompt is billed without its cache reads and creations (negative when a client
+    reports cache reads outside its prompt count, as Anthropic's do: Weave's formula, kept).
+    Counts and prices may be NumPy arrays or Polars expressions alike.
+
+    Examples
+    --------
+    >>> tokens = {"prompt_tokens": 10, "completion_tokens": 4, "cache_read_input_tokens": 2,
+    ...           "cache_creation_input_tokens": 1}
+    >>> price = dict.fromkeys(s.PRICES, 0.5)
+    >>> token_costs(tokens, price)["prompt_tokens_total_cost"]
+    3.5
+    """
+    billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
+    return {
+        s.PROMPT_COST: billed_prompt * price[s.PROMPT_PRICE],
+        s.COMPLETION_COST: tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE],
+        s.CACHE_READ_COST: tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE],
+        s.CACHE_CREATION_COST: tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE],
+    }
+
+
 def cost_rows(
     ids: pl.Series,
     call: np.ndarray,
@@ -347,13 +373,7 @@ def cost_rows(
     if include_costs:  # nulls (unpriced models) read as NaN, which cost 0
         table = np.column_stack([groups.get_column(p).to_numpy() for p in s.PRICES])
         price = dict(zip(s.PRICES, np.nan_to_num(table, nan=0.0)[group].T, strict=True))
-        billed_prompt = tokens[s.PROMPT_TOKENS] - tokens[s.CACHE_READ] - tokens[s.CACHE_CREATION]
-        billed = {
-            s.PROMPT_COST: billed_prompt * price[s.PROMPT_PRICE],
-            s.COMPLETION_COST: tokens[s.COMPLETION_TOKENS] * price[s.COMPLETION_PRICE],
-            s.CACHE_READ_COST: tokens[s.CACHE_READ] * price[s.CACHE_READ_PRICE],
-            s.CACHE_CREATION_COST: tokens[s.CACHE_CREATION] * price[s.CACHE_CREATION_PRICE],
-        }
+        billed = token_costs(tokens, price)
         costs = {name: pl.lit(pl.Series(name, values)) for name, values in billed.items()}
     # one query builds the rows (small answers are dominated by the number of queries)
     columns = {
