@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 REALM = "trace-usage"
+PAGE_HEADER = "x-requested-with"  # sent by the trace-view page with every request
 _basic = HTTPBasic(auto_error=False, realm=REALM, description="Username and API key.")
 
 
@@ -73,10 +74,13 @@ def get_principal(
     if credentials is not None:
         key = keys.authenticate(credentials.username, credentials.password)
     if key is None:
+        # no Basic challenge for the page's own requests (X-Requested-With): the browser
+        # would open its own sign-in dialog and hold the request, where the page shows why
+        page = PAGE_HEADER in request.headers
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or invalid credentials: use HTTP Basic auth with your user and API key",
-            headers={"WWW-Authenticate": f'Basic realm="{REALM}"'},
+            headers=None if page else {"WWW-Authenticate": f'Basic realm="{REALM}"'},
         )
     request.state.user = key.user
     return Principal(user=key.user, key=key, state=request.state)

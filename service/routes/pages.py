@@ -14,40 +14,15 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 UI_URL, DOCS_ASSETS_URL = "/ui", "/docs-assets"
-PAGE_HEADER = b"x-requested-with"
-
-
-class NoChallengeForPage:
-    """Drop ``WWW-Authenticate`` from answers to the page's own requests (they carry
-    ``X-Requested-With``): on a 401 with a Basic challenge the browser would open its own
-    sign-in dialog and hold the request, where the page wants to show its message."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not any(k == PAGE_HEADER for k, _ in scope["headers"]):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_unchallenged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message["headers"] if k != b"www-authenticate"]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_unchallenged)
 
 
 def install(app: FastAPI) -> None:
     """Add the page, its static files and the offline docs to ``app`` (created with
     ``docs_url=None, redoc_url=None``)."""
-    app.add_middleware(NoChallengeForPage)
     app.mount(UI_URL, StaticFiles(directory=UI_DIR), name="ui")
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
