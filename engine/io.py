@@ -126,7 +126,7 @@ _STRING_COLUMNS = tuple(
     if dtype == pl.String and name not in s.JSON_COLUMNS
 )
 _INT_COLUMNS = tuple(name for name, dtype in s.CALL_SCHEMA.items() if dtype == pl.Int64)
-_INT64 = range(-(2**63), 2**63)
+_INT64 = range(s.INT64_MIN, s.INT64_MAX + 1)
 _STRING, _INTEGER, _STRINGS = "a string", "a 64-bit integer", "a list of strings"
 _RULES = {
     **dict.fromkeys(_STRING_COLUMNS, _STRING),

@@ -31,7 +31,7 @@ def _encodable(value: str) -> str:
 WireStr = Annotated[str, AfterValidator(_encodable)]
 """A request string that can be stored and echoed: valid UTF-8 text (422 otherwise)."""
 
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # engine.schema.INT64_MIN/MAX
 """A request integer that fits the store's BIGINT columns (422 otherwise)."""
 
 

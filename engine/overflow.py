@@ -14,7 +14,6 @@ import polars as pl
 from engine import schema as s
 from engine.errors import InputDataError
 
-_LIMIT = 2**63 - 1
 _PROMPT = ("prompt_tokens", "input_tokens")
 _COMPLETION = ("completion_tokens", "output_tokens")
 # each reported number (and each difference priced), and the raw counters it is made of
@@ -61,12 +60,12 @@ def check_sums(usage: pl.DataFrame | pl.LazyFrame, *, costs: bool) -> None:
     rows = len(counters[0])
     # magnitudes as Python ints (|-2**63| does not fit 64 bits)
     peak = {c.name: max(abs(_int(c.max())), abs(_int(c.min()))) for c in counters}
-    if all(rows * sum(peak.get(c, 0) for c in parts) <= _LIMIT for parts in sums.values()):
+    if all(rows * sum(peak.get(c, 0) for c in parts) <= s.INT64_MAX for parts in sums.values()):
         return
     magnitude = {c.name: c.cast(pl.Int128).abs().sum() for c in counters}
     for name, parts in sums.items():
         bound = sum(magnitude.get(c, 0) for c in parts)
-        if bound > _LIMIT:
+        if bound > s.INT64_MAX:
             raise InputDataError(
                 f"token counts too large: {' + '.join(parts)} of these calls add up to "
                 f"{bound} in magnitude, so their {name} could pass 2**63 - 1, the largest "

@@ -200,7 +200,7 @@ def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.D
         pl.col(s.LLM_ID).alias(s.MODEL), pl.col(s.EFFECTIVE_DATE).to_physical().alias(_FROM)
     ).collect(engine=s.ENGINE)
     first = cast("int | None", steps.get_column(_FROM).min())  # physical: microseconds
-    dawn = max(first - 1, -(2**63)) if first is not None else 0
+    dawn = max(first - 1, s.INT64_MIN) if first is not None else 0
     dawns = steps.select(s.MODEL, pl.lit(dawn, pl.Int64).alias(_FROM))
     steps = pl.concat([dawns, steps]).unique(maintain_order=True)
     keys = steps.select(s.MODEL, pl.col(_FROM).cast(s.TIMESTAMP).alias(s.STARTED_AT))

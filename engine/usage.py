@@ -21,8 +21,6 @@ import polars as pl
 from engine import schema as s
 from engine.errors import InputDataError
 
-_INT64_MAX = 2**63 - 1
-
 
 def safe_int(value: Any) -> int:
     """Python ``int(value)``, 0 when that fails (as the reference's ``_safe_int``).
@@ -38,7 +36,7 @@ def safe_int(value: Any) -> int:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
         return 0
-    if not -_INT64_MAX <= number <= _INT64_MAX:
+    if not -s.INT64_MAX <= number <= s.INT64_MAX:
         raise InputDataError(f"token count {number} is outside the 64-bit range")
     return number
 

@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import TypeAdapter, ValidationError
 
+from engine import schema as s
 from engine.models import LLMUsageSchema
 from engine.otel import conventions as c
 from engine.otel.attributes import (
@@ -40,7 +41,6 @@ from engine.otel.attributes import (
 )
 from engine.otel.names import UnstorableNameError, op_name, op_ref, shorten
 
-INT64_MAX = 2**63 - 1
 _NO_PARENT = b"\x00" * 8
 _KINDS = range(6)  # SpanKind UNSPECIFIED .. CONSUMER
 _STATUS = {Status.STATUS_CODE_UNSET: "success", Status.STATUS_CODE_OK: "success",
@@ -186,7 +186,7 @@ def _summary_usage(model: Any, usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fits(value: int | None, what: str) -> None:
-    if value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX:
+    if value is not None and not s.INT64_MIN <= value <= s.INT64_MAX:
         raise SpanRejected(f"{what}={value} does not fit 64 bits")
 
 

@@ -42,7 +42,6 @@ from engine.query.fields import Ctx
 from engine.query.render import to_python_str
 from engine.query.values import NUMERIC, Kind, Val
 
-_INT64 = (-(2**63), 2**63 - 1)
 _NULL_BOOL = pl.lit(None, pl.Boolean)
 
 
@@ -193,7 +192,7 @@ def literal(value: Any, where: str = "") -> Val:
 
 def _in_int64(value: Any, where: str) -> Any:
     """``value``, unless it is an integer outside int64 (the reference's ClickHouse type)."""
-    out_of_range = isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]
+    out_of_range = isinstance(value, int) and not s.INT64_MIN <= value <= s.INT64_MAX
     if out_of_range and not isinstance(value, bool):
         raise UnsupportedQueryError(f"integer literal {value} is outside int64", path=where)
     return value
