@@ -191,3 +191,13 @@ def test_small_trace_benchmark_reports_the_floor_and_each_size(tmp_path: Path) -
     assert (
         live.extra["writes"] > 0 and live.extra["speedup"] == live.extra["uncached_s"] / live.ours_s
     )
+
+
+def test_the_upload_benchmark_runs_at_a_tiny_size() -> None:
+    from benchmarks.upload import through_server, upsert_body
+
+    body = upsert_body(20, 50)
+    figures = through_server(body)
+    assert figures.body_bytes == len(body)
+    assert figures.floor_ms > 0 and figures.health_max_ms >= figures.health_p50_ms > 0
+    assert "x the body" in str(figures) and "x the floor" in str(figures)
