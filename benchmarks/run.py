@@ -196,8 +196,8 @@ def bench_rollup(plan: Plan) -> list[Result]:
             result.ref_s = median_time(lambda i=inputs: ref.aggregate(i), plan.ref_repeat, warmup=0)
         if size >= 1_000_000:
             result.target, result.met = "<= 0.5 s", result.ours_s <= 0.5
-        elif size == 100_000 and result.ratio is not None:
-            result.target, result.met = ">= 100x", result.ratio >= 100
+        # the rollup-core-only 100x at 100,000 calls was retired (issue 15): the end-to-end
+        # targets of (b) and (c) stand
         results.append(result)
 
     times = {}
