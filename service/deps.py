@@ -1,8 +1,11 @@
 """FastAPI dependencies shared by every router: the store, the settings, the caller, a body.
 
 Routes declare what they need with the ``Annotated`` aliases (``store: StoreDep``) and call
-``principal.check(project_id)`` before touching a project. Routes that take big bodies read
-them with :func:`json_body`, which validates off the event loop (:mod:`service.body`).
+``principal.check(project_id)`` before touching a project. The dependencies are ``async``:
+they only read app state (and a key file's ``stat``), and FastAPI runs a plain ``def``
+dependency on a worker thread, a thread wake-up per dependency per request. Routes that
+take big bodies read them with :func:`json_body`, which validates off the event loop
+(:mod:`service.body`).
 """
 
 from __future__ import annotations
@@ -49,22 +52,22 @@ class Principal:
             )
 
 
-def get_store(request: Request) -> CallStore:
+async def get_store(request: Request) -> CallStore:
     """The app's store (opened by ``create_app``)."""
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 
 
-def get_keys(request: Request) -> KeyStore:
+async def get_keys(request: Request) -> KeyStore:
     """The app's API key file."""
     return request.app.state.keys
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
     keys: Annotated[KeyStore, Depends(get_keys)],

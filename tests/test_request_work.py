@@ -4,7 +4,8 @@ Almost every trace a trace view asks for has 1 to 1,000 calls, so the fixed work
 request is what users wait for. These counts keep it from creeping back: about a dozen Polars
 queries at most whatever the size (one implementation, a few fused queries; a step such as
 the sort runs only when the data needs it), two DuckDB round trips to read a trace (calls,
-usage), none for prices once the project's table is kept, and no work at all for an answer
+usage), none for prices once the project's table is kept, one hand-off to a worker thread
+(each costs a thread wake-up), and no work at all, not even a hand-off, for an answer
 served from the cache.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -29,16 +31,20 @@ from service.store import CallStore
 SIZES = (1, 100, 1_000)
 POLARS_QUERIES = 12  # per uncached /trace/usage answer, costs on or off (23 before issue 15)
 TRACE_READS = 2  # calls and usage of the named traces
+THREAD_HOPS = 1  # the route computes on one worker thread; its dependencies run on the loop
 
 
 class Counter:
-    """Counts Polars queries (every collect, eager operations included) and store reads."""
+    """Counts Polars queries (every collect, eager operations included), store reads and
+    hand-offs to worker threads (FastAPI runs plain ``def`` routes and dependencies there)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, store: CallStore) -> None:
         self.polars = 0
         self.store = 0
+        self.hops = 0
         collect = polars_engine._LocalEngine.collect
         read = store._read
+        run_sync = anyio.to_thread.run_sync
 
         def counted_collect(engine: Any, *args: Any, **kwargs: Any) -> Any:
             self.polars += 1
@@ -48,12 +54,17 @@ class Counter:
             self.store += 1
             return read(*args, **kwargs)
 
+        async def counted_run_sync(*args: Any, **kwargs: Any) -> Any:
+            self.hops += 1
+            return await run_sync(*args, **kwargs)
+
         monkeypatch.setattr(polars_engine._LocalEngine, "collect", counted_collect)
         monkeypatch.setattr(store, "_read", counted_read)
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted_run_sync)
 
-    def reset(self) -> tuple[int, int]:
-        counts = (self.polars, self.store)
-        self.polars = self.store = 0
+    def reset(self) -> tuple[int, int, int]:
+        counts = (self.polars, self.store, self.hops)
+        self.polars = self.store = self.hops = 0
         return counts
 
 
@@ -70,7 +81,9 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, tuple[str, str], CallStore
 
 
 def _post(client: TestClient, auth: tuple[str, str], body: dict[str, Any]) -> Any:
-    res = client.post("/trace/usage", content=json.dumps(body), auth=auth)
+    # uncompressed, as trace views on loopback ask: gzip compresses on a worker thread
+    headers = {"accept-encoding": "identity"}
+    res = client.post("/trace/usage", content=json.dumps(body), auth=auth, headers=headers)
     assert res.status_code == 200, res.text
     return res.json()
 
@@ -90,8 +103,9 @@ def test_small_requests_cost_the_same_few_queries_at_every_size(
         answer = _post(client, auth, traces[n].request(include_costs))
         assert len(answer["call_usage"]) == n
         counts[n] = counter.reset()
-    assert all(0 < queries <= POLARS_QUERIES for queries, _ in counts.values()), counts
-    assert all(reads == TRACE_READS for _, reads in counts.values()), counts
+    assert all(0 < queries <= POLARS_QUERIES for queries, _, _ in counts.values()), counts
+    assert all(reads == TRACE_READS for _, reads, _ in counts.values()), counts
+    assert all(hops == THREAD_HOPS for _, _, hops in counts.values()), counts
 
 
 def test_cached_answer_costs_no_query(
@@ -102,4 +116,4 @@ def test_cached_answer_costs_no_query(
     first = _post(client, auth, body)
     counter = Counter(monkeypatch, store)
     assert _post(client, auth, body) == first
-    assert counter.reset() == (0, 0)
+    assert counter.reset() == (0, 0, 0)

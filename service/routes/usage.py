@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import anyio
 import polars as pl
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -104,17 +105,27 @@ async def _read_ahead(chunks: Iterator[bytes | memoryview]) -> AsyncIterator[byt
         yield chunk
 
 
-def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResult]) -> Response:
+async def _answer(
+    request: Request, key: tuple | None, compute: Callable[[], UsageResult]
+) -> Response:
     """The answer's body: from the cache, whole when the cache could keep it, else streamed.
 
-    A big answer (tens of MB for a 100,000-call trace) is sent as it is written, so the
-    client reads one part while the next is being written.
+    A cached answer is sent from the event loop; anything else is computed on one worker
+    thread. A big answer (tens of MB for a 100,000-call trace) is sent as it is written,
+    so the client reads one part while the next is being written.
     """
     cache: AnswerCache = request.app.state.usage_cache
     cached = cache.get(key) if key is not None else None
     if cached is not None:
         body, request.state.calls_selected, *headers = cached
         return Response(body, media_type=JSON, headers=headers[0] if headers else None)
+    return await run_in_threadpool(_computed, request, cache, key, compute)
+
+
+def _computed(
+    request: Request, cache: AnswerCache, key: tuple | None, compute: Callable[[], UsageResult]
+) -> Response:
+    """The computed answer, kept in ``cache`` under ``key`` when it is small enough."""
     result = compute()
     calls = request.state.calls_selected = result.call_ids.len()
     cut = result.truncated_from
@@ -134,7 +145,7 @@ def _answer(request: Request, key: tuple | None, compute: Callable[[], UsageResu
 
 
 @router.post("/trace/usage", response_model=TraceUsageRes)
-def trace_usage_route(
+async def trace_usage_route(
     req: TraceUsageReq,
     request: Request,
     store: StoreDep,
@@ -159,11 +170,11 @@ def trace_usage_route(
 
     traces = (req.filter.trace_ids or None) if req.filter else None
     version = store.cache_version(req.project_id, traces)  # before the load reads the calls
-    return _answer(request, _cache_key("trace", req, version), compute)
+    return await _answer(request, _cache_key("trace", req, version), compute)
 
 
 @router.post("/calls/usage", response_model=CallsUsageRes)
-def calls_usage_route(
+async def calls_usage_route(
     req: CallsUsageReq,
     request: Request,
     store: StoreDep,
@@ -183,7 +194,7 @@ def calls_usage_route(
 
     # the calls' traces are known only after a store query: keyed by the whole project
     version = store.cache_version(req.project_id, None)
-    return _answer(request, _cache_key("calls", req, version), compute)
+    return await _answer(request, _cache_key("calls", req, version), compute)
 
 
 def _load_traces(
