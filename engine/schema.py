@@ -11,6 +11,7 @@ Every frame the engine touches is one of four shapes, each defined here:
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Literal
 
 import polars as pl
@@ -166,16 +167,29 @@ def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
 def conform(frame: pl.LazyFrame, schema: dict[str, pl.DataType], what: str) -> pl.LazyFrame:
     """Cast ``frame`` to ``schema``, adding missing optional columns as nulls.
 
-    Raises ``InputDataError`` naming the first required column that is absent.
+    Raises ``InputDataError`` naming the first required column that is absent. A frame
+    that already has exactly ``schema`` is returned as it is, and the casts for a given
+    pair of schemas are built once: a small request conforms several frames, and building
+    a cast per column each time costs more than the query that runs them.
     """
     from engine.errors import InputDataError
 
     have = frame.collect_schema()
-    missing_required = [c for c in (ID,) if c in schema and c not in have]
-    if missing_required:
-        raise InputDataError(f"{what} frame lacks required column {missing_required[0]!r}")
-    exprs = [
-        (pl.col(name) if name in have else pl.lit(None)).cast(dtype).alias(name)
-        for name, dtype in schema.items()
+    if ID in schema and ID not in have:
+        raise InputDataError(f"{what} frame lacks required column {ID!r}")
+    wanted, columns = tuple(schema.items()), tuple(have.items())
+    if columns == wanted:  # same columns in the same order
+        return frame
+    return frame.select(_conforming(wanted, columns))
+
+
+@functools.lru_cache(maxsize=256)
+def _conforming(
+    schema: tuple[tuple[str, pl.DataType], ...], have: tuple[tuple[str, pl.DataType], ...]
+) -> list[pl.Expr]:
+    """The expressions that give a frame of schema ``have`` the columns of ``schema``."""
+    present = dict(have)
+    return [
+        (pl.col(name) if name in present else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in schema
     ]
-    return frame.select(exprs)

@@ -503,7 +503,7 @@ class CallStore:
         )
         calls_tbl = self._arrow(f"SELECT {', '.join(schema)} FROM calls WHERE {cond}", params)
         usage_tbl = usage_job.result()
-        return _frame(calls_tbl, schema), _frame(usage_tbl, s.USAGE_SCHEMA)
+        return _frame(calls_tbl, schema).lazy(), _frame(usage_tbl, s.USAGE_SCHEMA).lazy()
 
     def traces_of(self, project_id: str, call_ids: Sequence[str]) -> list[str]:
         """The distinct trace ids of these calls (unknown ids and calls without a trace id,
@@ -575,7 +575,7 @@ class CallStore:
             "ORDER BY seq",
             [s.PROJECT_LEVEL, project_id],
         )
-        table = price_table(_frame(tbl, s.PRICE_SCHEMA).collect())
+        table = price_table(_frame(tbl, s.PRICE_SCHEMA))
         self._price_cache[project_id] = (version, table)
         return table
 
@@ -647,7 +647,11 @@ def _among(column: str, name: str, values: Sequence[str]) -> tuple[str, Any]:
     return f"{column} IN (SELECT unnest(${name}))", list(values)
 
 
-def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """``table`` as a frame of ``schema``, in its order; selected and cast only where
+    DuckDB's columns differ, so the engine usually takes it as it is, with no query."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    return frame.lazy().select(list(schema)).cast(schema)
+    if list(frame.schema.items()) == list(schema.items()):
+        return frame
+    return frame.select(list(schema)).cast(schema)
