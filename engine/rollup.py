@@ -209,6 +209,10 @@ def _sort_keys(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]
     return packed.view(keys.dtype), order
 
 
+_HASHES = (pl.col("v").hash(_SEEDS[0]).alias("hash"), pl.col("v").hash(_SEEDS[1]).alias("check"))
+_NULLS = pl.col("v").is_null().alias("null")
+
+
 def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     """For each value of ``ids``, then of each of ``queries``: the row of the first id equal
     to it, -1 when there is none (and for nulls among the queries).
@@ -220,40 +224,40 @@ def _locate(ids: pl.Series, *queries: pl.Series) -> list[np.ndarray]:
     to collide, about 1e-19 per request at 1,000,000 calls. A run holding an id and a value
     that is not confirmed, or two ids, is matched by string: different values sharing the
     kept bits (about one request in nine at 1,000,000 calls has such a run) or repeated ids.
+    Both hashes (and the nulls, when a query has some) come from one Polars query.
     """
     n = len(ids)
     series = (ids, *queries)
     total = sum(len(x) for x in series)
     values = pl.concat([x.cast(pl.String).alias("v") for x in series], rechunk=False)
-    shift = max(1, total.bit_length())  # low bits of the hash dropped for the position
-    hashed = values.to_frame().select(  # both hashes at once: Polars runs them in parallel
-        pl.col("v").hash(_SEEDS[0]).alias("hash"), pl.col("v").hash(_SEEDS[1]).alias("check")
+    with_nulls = any(x.null_count() for x in queries)
+    hashed = (
+        values.to_frame().select(*_HASHES, _NULLS)
+        if with_nulls
+        else values.to_frame().select(*_HASHES)
     )
+    shift = max(1, total.bit_length())  # low bits of the hash dropped for the position
     kept = hashed.get_column("hash").to_numpy() >> np.uint64(shift)
     sorted_hash, value_at = _sort_keys(kept, 64 - shift)
     check = hashed.get_column("check").to_numpy()
     run_start = _run_starts(sorted_hash)
-    starts = np.flatnonzero(run_start)
-    first_of_run = np.repeat(value_at[starts], np.diff(starts, append=total))
+    run = np.cumsum(run_start) - 1  # the run of each sorted entry
     found = np.empty(total, dtype=np.int64)  # each value's run's first entry: an id, if any
-    found[value_at] = first_of_run
+    found[value_at] = value_at[np.flatnonzero(run_start)][run]
     found[found >= n] = -1
     asked = found[n:]
     clash = found[:n] != np.arange(n)  # an earlier id in the same run
     unconfirmed = (check[n:] != check[np.maximum(asked, 0)]) & (asked >= 0)
     if clash.any() or unconfirmed.any():
         doubtful = np.concatenate([clash, unconfirmed])
-        run = np.cumsum(run_start) - 1  # the run of each sorted entry
-        bad_run = np.zeros(len(starts), dtype=bool)
+        bad_run = np.zeros(run[-1] + 1, dtype=bool)
         bad_run[run[doubtful[value_at]]] = True
         members = value_at[bad_run[run]]
         found[members] = _match_by_value(values, members, n)
-    offset = n
-    for x in queries:  # a null asks for nothing (null ids stay: two of them are repeated)
-        if x.null_count():
-            found[offset + x.is_null().arg_true().to_numpy()] = -1
-        offset += len(x)
-    return np.split(found, np.cumsum([len(x) for x in series[:-1]]))
+    if with_nulls:  # a null asks for nothing (null ids stay: two of them are repeated)
+        found[n:][hashed.get_column("null").to_numpy()[n:]] = -1
+    bounds = np.cumsum([len(x) for x in series])
+    return [found[lo:hi] for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
 def _match_by_value(values: pl.Series, members: np.ndarray, n: int) -> np.ndarray:

@@ -13,8 +13,6 @@ from engine.errors import InputDataError
 from engine.rollup import index_tree, rollup
 from tests.reference import model
 
-_expr_hash = pl.Expr.hash
-
 
 def _tree(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, dict, dict]:
     """A random forest with orphans, a cycle and unknown usage ids, as frames and dicts."""
@@ -72,6 +70,12 @@ def _spy_exact_matches(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return seen
 
 
+def _patch_first_hash(monkeypatch: pytest.MonkeyPatch, first: pl.Expr) -> None:
+    """Make the id lookup sort by ``first`` (an expression of the values, column ``v``)."""
+    check = rollup_module._HASHES[1]
+    monkeypatch.setattr(rollup_module, "_HASHES", (first.alias("hash"), check))
+
+
 def test_preorder_is_integer_and_right() -> None:
     #     0
     #    / \
@@ -114,14 +118,11 @@ def test_values_sharing_the_kept_hash_bits_are_matched_by_string_alone(
     is the model's."""
     calls, rows, parents, usage = _tree(500, seed=1)
     seed = rollup_module._SEEDS[0]
-
-    def colliding(self: pl.Expr, seed_: int = 0) -> pl.Expr:
-        real = _expr_hash(self, seed_)
-        if seed_ != seed:
-            return real
-        return pl.when(self == "c1").then(_expr_hash(pl.lit("c2"), seed_).xor(1)).otherwise(real)
-
-    monkeypatch.setattr(pl.Expr, "hash", colliding)
+    value = pl.col("v")
+    colliding = (
+        pl.when(value == "c1").then(pl.lit("c2").hash(seed).xor(1)).otherwise(value.hash(seed))
+    )
+    _patch_first_hash(monkeypatch, colliding)
     seen = _spy_exact_matches(monkeypatch)
     got = rollup(calls, rows, ["model"])
     assert len(seen) == 1 and set(seen[0]) == {"c1", "c2"}
@@ -139,13 +140,7 @@ def test_lookups_are_exact_when_the_first_hash_collides_a_lot(
     monkeypatch: pytest.MonkeyPatch, mangle
 ) -> None:
     calls, rows, parents, usage = _tree(2_000, seed=2)
-    seed = rollup_module._SEEDS[0]
-
-    def weak(self: pl.Expr, seed_: int = 0) -> pl.Expr:
-        real = _expr_hash(self, seed_)
-        return mangle(real) if seed_ == seed else real
-
-    monkeypatch.setattr(pl.Expr, "hash", weak)
+    _patch_first_hash(monkeypatch, mangle(pl.col("v").hash(rollup_module._SEEDS[0])))
     seen = _spy_exact_matches(monkeypatch)
     assert _nested(rollup(calls, rows, ["model"])) == _want(parents, usage)
     assert seen  # the by-string matching did run
