@@ -42,6 +42,7 @@ from engine.errors import InputDataError
 
 _IDX = "__idx"
 _THREADED_FROM = 20_000  # calls; below this, handing work to threads costs more than it saves
+_PASS_ENTRIES = 1 << 16  # (group, call) entries per pass of the range search, unthreaded
 _SEEDS = (1, 2)  # two independent 64-bit hashes
 _WORD_BITS = 64  # a packed sort key is one uint64: a key's bits and a position's must fit
 
@@ -133,7 +134,7 @@ def rollup_rows(
     keep = row_call >= 0
     if not keep.all():
         rows, row_call = rows.filter(pl.Series(keep)), row_call[keep]
-    groups, row_group = _group_index(rows.select(group_keys))
+    groups, row_group = _group_index(pl.DataFrame([rows.get_column(k) for k in group_keys]))
     if n == 0 or rows.height == 0:
         return _empty(groups, metrics)
 
@@ -145,31 +146,48 @@ def rollup_rows(
     call_at[start] = np.arange(n)
     subtree_end = np.arange(n) + size[call_at]  # one past the last position of each subtree
     group_start = np.searchsorted(sorted_key, np.arange(width + 1) * n)  # and the end
+    # groups per pass: a few hundred calls' groups go at once, a big trace's one at a time
+    # (a pass's arrays hold groups * n entries; the threads take one group each)
+    per_pass = 1 if threaded else max(1, _PASS_ENTRIES // n)
 
-    def ranges(g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sorted-row ranges ``[lo, hi)`` of group ``g`` under each call whose subtree has
-        some, and their answer rows as ``call * width + g`` (one group at a time keeps the
-        arrays at n)."""
-        positions = sorted_key[group_start[g] : group_start[g + 1]] - g * n
-        before = np.zeros(n + 1, dtype=np.int64)  # the group's rows before each position
-        np.cumsum(np.bincount(positions, minlength=n), out=before[1:])
-        hi = before[subtree_end]
-        with_rows = np.flatnonzero(hi > before[:-1])  # positions whose subtree has such rows
-        offset = group_start[g]
-        return before[with_rows] + offset, hi[with_rows] + offset, call_at[with_rows] * width + g
+    def ranges(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted-row ranges ``[lo, hi)`` of the groups from ``first`` (``per_pass`` of
+        them) under each call whose subtree has some, and their answer rows as
+        ``call * width + g``."""
+        last = min(first + per_pass, width)
+        offset = group_start[first]
+        # before[j * n + p]: the pass's rows before position p of its j-th group
+        before = np.zeros((last - first) * n + 1, dtype=np.int64)
+        positions = sorted_key[offset : group_start[last]] - first * n
+        np.cumsum(np.bincount(positions, minlength=len(before) - 1), out=before[1:])
+        lo = before[:-1]
+        hi = before[(np.arange(0, len(lo), n)[:, None] + subtree_end).ravel()]
+        with_rows = np.flatnonzero(hi > lo)  # (group, position) whose subtree has such rows
+        group = with_rows // n + first
+        return (
+            lo[with_rows] + offset,
+            hi[with_rows] + offset,
+            call_at[with_rows % n] * width + group,
+        )
 
-    los, his, answer_rows = zip(*workers.map_all(ranges, range(width), threaded), strict=True)
+    passes = range(0, width, per_pass)
+    los, his, answer_rows = zip(*workers.map_all(ranges, passes, threaded), strict=True)
     # the ranges come in (group, position) order; the answer is in (call, group) order
     answer, to_answer = _sort_keys(np.concatenate(answer_rows), (n * width).bit_length())
     lo, hi = np.concatenate(los)[to_answer], np.concatenate(his)[to_answer]
 
-    def total(name: str) -> np.ndarray:
-        """``name`` summed over each answer row's range: a difference of prefix sums."""
-        prefix = np.zeros(len(row_order) + 1, dtype=np.int64)
-        np.cumsum(rows.get_column(name).to_numpy()[row_order], out=prefix[1:])
-        return np.subtract(prefix[hi], prefix[lo])
+    def total(names: list[str]) -> np.ndarray:
+        """The metrics ``names`` summed over each answer row's range (a row per metric): a
+        difference of prefix sums."""
+        values = np.stack([rows.get_column(name).to_numpy() for name in names])
+        prefix = np.zeros((len(names), len(row_order) + 1), dtype=np.int64)
+        np.cumsum(values[:, row_order], axis=1, out=prefix[:, 1:])
+        return np.subtract(prefix[:, hi], prefix[:, lo])
 
-    totals = dict(zip(metrics, workers.map_all(total, metrics, threaded), strict=True))
+    half = (len(metrics) + 1) // 2  # on the threads, half of the metrics each
+    parts = [metrics[:half], metrics[half:]] if threaded else [metrics]
+    sums = workers.map_all(total, [part for part in parts if part], threaded)
+    totals = dict(zip(metrics, (row for block in sums for row in block), strict=True))
     return Rolled(answer // width, answer % width, groups, totals)
 
 
@@ -285,7 +303,7 @@ def _group_index(keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     index[order] = np.cumsum(new) - 1
     check = keys.hash_rows(_SEEDS[1]).to_numpy()
     if (check[first][index] == check).all():  # no two distinct keys share a hash
-        return keys[first], index
+        return keys[pl.Series(first.astype(np.uint32))], index  # an index Series: quickest
     groups = keys.unique(maintain_order=True, keep="first")  # a handful of rows: join them
     joined = keys.join(
         groups.with_row_index(_IDX),

@@ -1,5 +1,6 @@
-"""Big trees hand the rollup's independent NumPy steps to two threads; the answer must be
-the one the single-threaded path gives, cycles, orphans and costs' price groups included."""
+"""Big trees hand the rollup's independent NumPy steps to two threads, and small ones search
+many groups' ranges in one pass; the answer must be the one of the single-threaded path one
+group at a time, cycles, orphans and costs' price groups included."""
 
 from __future__ import annotations
 
@@ -47,3 +48,18 @@ def test_threaded_rollup_equals_the_single_threaded_one(
     threaded = rollup(calls, rows, ["model", "price"])
     assert alone.height > calls.height  # several groups per call: a real test
     assert threaded.equals(alone)
+
+
+@pytest.mark.parametrize("groups_per_pass", [1, 3, 8])
+def test_range_search_passes_of_any_size_give_one_answer(
+    groups_per_pass: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small traces search all their groups' ranges in one pass, big ones a group at a time;
+    a last pass with fewer groups included, every split gives the same answer."""
+    calls, rows = _random_forest(7)
+    monkeypatch.setattr(rollup_module, "_THREADED_FROM", 10**9)
+    whole = rollup(calls, rows, ["model", "price"])
+    monkeypatch.setattr(rollup_module, "_PASS_ENTRIES", groups_per_pass * calls.height)
+    split = rollup(calls, rows, ["model", "price"])
+    assert whole.height > calls.height
+    assert split.equals(whole)
