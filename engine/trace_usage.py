@@ -137,19 +137,50 @@ def _ordered(calls: pl.LazyFrame, limit: int) -> pl.LazyFrame:
     return calls.head(limit) if limit > 0 else calls
 
 
-def _select(calls: pl.LazyFrame, parse_summary: bool, *extra: str) -> pl.DataFrame:
-    """The selected calls in answer order (``started_at``, ``id``), with only the columns
-    the answer needs (and ``extra``).
+def _selection(calls: pl.LazyFrame, parse_summary: bool, *extra: str) -> pl.LazyFrame:
+    """The selected calls with only the columns the answer needs (and ``extra``)."""
+    needed = [s.ID, s.PARENT_ID, s.STARTED_AT, s.ENDED_AT, *([s.SUMMARY] * parse_summary), *extra]
+    return calls.select(needed)
+
+
+def _in_answer_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` sorted by ``started_at``, ``id`` (the answer's order).
 
     Stores keep calls in the order they started, so the sort is skipped when ``started_at``
     is already strictly increasing (which fixes the order without looking at ids).
     """
-    needed = [s.ID, s.PARENT_ID, s.STARTED_AT, s.ENDED_AT, *([s.SUMMARY] * parse_summary), *extra]
-    frame = calls.select(needed).collect(engine=s.ENGINE)
     started = frame.get_column(s.STARTED_AT).to_numpy()  # never null among candidates
     if not (started[1:] > started[:-1]).all():
         frame = frame.sort(s.STARTED_AT, s.ID)
     return frame
+
+
+def _select(calls: pl.LazyFrame, parse_summary: bool, *extra: str) -> pl.DataFrame:
+    """The selected calls in answer order, with the columns of :func:`_selection`."""
+    return _in_answer_order(_selection(calls, parse_summary, *extra).collect(engine=s.ENGINE))
+
+
+Prepared = tuple[pl.DataFrame, pl.DataFrame]  # normalized usage rows, raw counters
+
+
+def _usage_plans(
+    raw: pl.LazyFrame, tree_calls: pl.DataFrame | None, mode: SummaryUsageMode
+) -> list[pl.LazyFrame]:
+    """The plans of :data:`Prepared` for raw usage rows (``USAGE_SCHEMA``): the rows to
+    roll up, and every raw counter, which :func:`check_sums` bounds. ``tree_calls`` (the
+    selected ids and parents) is needed in mode ``"auto"`` only."""
+    rows = raw
+    if mode == "auto":
+        assert tree_calls is not None
+        picked = tree_calls.lazy().select(s.ID)
+        rows = drop_client_rollups(raw.join(picked, on=s.ID, how="semi"), tree_calls.lazy())
+    return [normalize(rows), raw.select(s.RAW_COUNTERS)]
+
+
+def _collect(plans: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """``plans`` run together: Polars plans and runs several small queries in about the
+    time of one (a request is many small queries)."""
+    return pl.collect_all(plans, engine=s.ENGINE)
 
 
 _BATCH = "__batch"
@@ -205,17 +236,20 @@ def _compute(
     project_id: str,
     include_costs: bool,
     mode: SummaryUsageMode,
+    prepared: Prepared | None = None,
 ) -> UsageResult:
+    """The answer over ``selected``; ``prepared`` is the usage already collected with the
+    selection, when it did not depend on it."""
     ids = selected.get_column(s.ID)
     tree_calls = pl.DataFrame([ids, selected.get_column(s.PARENT_ID)])
-    if usage is None:
-        usage = usage_from_json(selected.select(s.ID, s.SUMMARY))
-    check_sums(usage, costs=include_costs)  # no token sum below may pass 64 bits
-    raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
-    if mode == "auto":
-        picked = tree_calls.lazy().select(s.ID)
-        raw = drop_client_rollups(raw.join(picked, on=s.ID, how="semi"), tree_calls.lazy())
-    rows = normalize(raw).collect(engine=s.ENGINE)
+    if prepared is None:
+        if usage is None:
+            usage = usage_from_json(selected.select(s.ID, s.SUMMARY))
+        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
+        rows, counters = _collect(_usage_plans(raw, tree_calls, mode))
+    else:
+        rows, counters = prepared
+    check_sums(counters, costs=include_costs)  # no token sum below may pass 64 bits
     tree = index_tree(tree_calls, rows.get_column(s.ID))  # also rejects repeated ids
     kept = tree.row_call >= 0
     if not kept.all():  # usage of calls outside the selection (all of it when none is)
@@ -277,7 +311,15 @@ def trace_usage(
     req = parse_request(TraceUsageReq, req)
     mode = _mode(req.summary_usage, summary_usage)
     picked = select_calls(candidate_calls(calls, req.project_id), req.filter, req.query)
-    selected = _select(picked, usage is None)
+    plan = _selection(picked, usage is None)
+    prepared: Prepared | None = None
+    if usage is not None and mode == "own":  # the usage plans need no selected call
+        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
+        found, *usage_frames = _collect([plan, *_usage_plans(raw, None, mode)])
+        prepared = (usage_frames[0], usage_frames[1])
+    else:
+        found = plan.collect(engine=s.ENGINE)
+    selected = _in_answer_order(found)
     cut = 0 < req.limit < selected.height
     result = _compute(
         selected.head(req.limit) if cut else selected,
@@ -286,6 +328,7 @@ def trace_usage(
         req.project_id,
         req.include_costs,
         mode,
+        prepared,
     )
     return replace(result, truncated_from=selected.height) if cut else result
 

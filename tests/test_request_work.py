@@ -35,20 +35,26 @@ THREAD_HOPS = 1  # the route computes on one worker thread; its dependencies run
 
 
 class Counter:
-    """Counts Polars queries (every collect, eager operations included), store reads and
-    hand-offs to worker threads (FastAPI runs plain ``def`` routes and dependencies there)."""
+    """Counts Polars queries (every collect, eager operations included; a ``collect_all``
+    of several plans counts once: it costs about one query), store reads and hand-offs to
+    worker threads (FastAPI runs plain ``def`` routes and dependencies there)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, store: CallStore) -> None:
         self.polars = 0
         self.store = 0
         self.hops = 0
         collect = polars_engine._LocalEngine.collect
+        collect_all = polars_engine._LocalEngine.collect_all
         read = store._read
         run_sync = anyio.to_thread.run_sync
 
         def counted_collect(engine: Any, *args: Any, **kwargs: Any) -> Any:
             self.polars += 1
             return collect(engine, *args, **kwargs)
+
+        def counted_collect_all(engine: Any, *args: Any, **kwargs: Any) -> Any:
+            self.polars += 1
+            return collect_all(engine, *args, **kwargs)
 
         def counted_read(*args: Any, **kwargs: Any) -> Any:
             self.store += 1
@@ -59,6 +65,7 @@ class Counter:
             return await run_sync(*args, **kwargs)
 
         monkeypatch.setattr(polars_engine._LocalEngine, "collect", counted_collect)
+        monkeypatch.setattr(polars_engine._LocalEngine, "collect_all", counted_collect_all)
         monkeypatch.setattr(store, "_read", counted_read)
         monkeypatch.setattr(anyio.to_thread, "run_sync", counted_run_sync)
 
