@@ -81,9 +81,9 @@ def _int(value: object) -> int:
 def _counters(usage: pl.DataFrame | pl.LazyFrame) -> list[pl.Series]:
     """The raw counters of ``usage`` as ``Int64`` columns (absent ones read as null, so
     they add nothing); a query runs only for lazy or differently typed input."""
-    if isinstance(usage, pl.DataFrame) and all(
-        usage.schema.get(c, pl.Int64) == pl.Int64 for c in s.RAW_COUNTERS
-    ):
-        return [usage.get_column(c) for c in s.RAW_COUNTERS if c in usage.columns]
+    if isinstance(usage, pl.DataFrame):
+        schema = usage.schema  # built anew on every access
+        if all(schema.get(c, pl.Int64) == pl.Int64 for c in s.RAW_COUNTERS):
+            return [usage.get_column(c) for c in s.RAW_COUNTERS if c in schema]
     conformed = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage").select(s.RAW_COUNTERS)
     return conformed.collect(engine=s.ENGINE).get_columns()
