@@ -224,6 +224,8 @@ def _batched(selected: pl.DataFrame, limit: int) -> pl.DataFrame:
 
 def _running(ids: pl.Series, ended: pl.Series) -> list[str]:
     """The ids of calls that have not ended, sorted (in NumPy and Arrow: no Polars query)."""
+    if ended.null_count() == 0:  # a finished trace: nothing to look up
+        return []
     running = np.flatnonzero(np.isnat(ended.to_numpy()))
     texts = ids.to_arrow().cast(pa.large_string()).take(pa.array(running, type=pa.int64()))
     return texts.take(pc.array_sort_indices(texts)).to_pylist()
