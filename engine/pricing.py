@@ -215,22 +215,31 @@ def price_timeline(prices: pl.LazyFrame | pl.DataFrame, project_id: str) -> pl.D
 
 @dataclass(frozen=True)
 class _Steps:
-    """A timeline read by model: each model's step starts (physical, increasing) and the
-    timeline rows they begin, with the timeline's ``seq`` and prices as arrays."""
+    """A timeline read by model, for one vectorized search: each step's key is its model's
+    code (``codes``) times ``len(moments) + 1`` plus the rank of its start among the
+    distinct starts (``moments``), so keys sort by model, then start; ``first[c]`` is the
+    first key of code ``c``. ``seq`` and the prices are the timeline's, in key order."""
 
-    models: dict[str, tuple[np.ndarray, np.ndarray]]
+    codes: dict[str, int]
+    moments: np.ndarray
+    keys: np.ndarray
+    first: np.ndarray
     seq: np.ndarray
     prices: np.ndarray  # (steps, 4)
 
     @classmethod
     def of(cls, timeline: pl.DataFrame) -> _Steps:
         starts = timeline.get_column(_FROM).to_numpy().view(np.int64)
-        rows: dict[str, list[int]] = {}
-        for row, model in enumerate(timeline.get_column(s.MODEL).to_list()):  # sorted by start
-            rows.setdefault(model, []).append(row)
-        models = {m: (starts[r], np.asarray(r, dtype=np.int64)) for m, r in rows.items()}
+        codes: dict[str, int] = {}
+        models = timeline.get_column(s.MODEL).to_list()
+        code = np.array([codes.setdefault(m, len(codes)) for m in models], dtype=np.int64)
+        row = np.lexsort((starts, code))  # by model, then start
+        moments = np.unique(starts)
+        keys = code[row] * (len(moments) + 1) + np.searchsorted(moments, starts[row]) + 1
+        first = np.searchsorted(code[row], np.arange(len(codes)))
         prices = np.column_stack([timeline.get_column(p).to_numpy() for p in s.PRICES])
-        return cls(models, timeline.get_column(s.PRICE_SEQ).to_numpy(), prices.reshape(-1, 4))
+        seq = timeline.get_column(s.PRICE_SEQ).to_numpy()[row]
+        return cls(codes, moments, keys, first, seq, prices.reshape(-1, 4)[row])
 
 
 class _Timelines:
@@ -283,8 +292,8 @@ def lookup_prices(
     keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
 ) -> pl.DataFrame:
     """:func:`choose_prices`, read off the (kept) timeline of ``prices`` for ``project_id``:
-    per distinct model of ``keys`` (a handful), one binary search of its step starts; a
-    start before the first step has the first step's pick ("dawn"). NumPy and Arrow do the
+    one binary search of all rows at once among the steps keyed by (model, start); a start
+    before its model's first step has that step's pick ("dawn"). NumPy and Arrow do the
     work, so a small request pays no Polars query for its prices.
 
     Examples
@@ -301,30 +310,28 @@ def lookup_prices(
     [0, 1, None]
     """
     steps = _TIMELINES.steps(prices, project_id)
-    models = keys.get_column(s.MODEL).cast(pl.String).to_arrow().cast(pa.large_string())
-    encoded = pc.dictionary_encode(models)
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    models = keys.get_column(s.MODEL).cast(pl.String).to_arrow()
+    distinct = pc.dictionary_encode(models, null_encoding="encode")  # a null model: None
+    # each distinct model's code in the timeline (-1: no prices), then each row's
+    known = [-1 if m is None else steps.codes.get(m, -1) for m in distinct.dictionary.to_pylist()]
+    code = np.array(known, dtype=np.int64)[distinct.indices.to_numpy()]
     starts = keys.get_column(s.STARTED_AT).to_numpy().view(np.int64)
-    row = np.full(keys.height, -1, dtype=np.int64)
-    for code, model in enumerate(encoded.dictionary.to_pylist()):
-        found = steps.models.get(model)
-        if found is not None:
-            step_starts, step_rows = found
-            where = np.flatnonzero(codes == code)
-            at = np.searchsorted(step_starts, starts[where], side="right") - 1
-            row[where] = step_rows[np.maximum(at, 0)]
-    missing = (row < 0) | (starts == _NO_START)
-    row = np.maximum(row, 0)
+    missing = (code < 0) | (starts == _NO_START)
     if len(steps.seq):
-        seq, table = steps.seq[row], steps.prices[row]
+        code = np.maximum(code, 0)
+        # the last step of the row's model not after its start, else the model's first
+        wanted = code * (len(steps.moments) + 1) + np.searchsorted(steps.moments, starts, "right")
+        at = np.maximum(np.searchsorted(steps.keys, wanted, "right") - 1, steps.first[code])
+        seq, table = steps.seq[at], steps.prices[at]
     else:  # no model has a price: every row is missing
         seq, table = np.zeros(keys.height, dtype=np.int64), np.zeros((keys.height, 4))
-    columns = {s.PRICE_SEQ: pa.array(seq, type=pa.int64(), mask=missing)}
-    for i, name in enumerate(s.PRICES):
-        columns[name] = pa.array(table[:, i], type=pa.float64(), mask=missing)
-    frame = pl.from_arrow(pa.table(columns))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    some_missing = bool(missing.any())  # nulls need Arrow's masks; none, plain arrays do
+
+    def column(name: str, values: np.ndarray) -> pl.Series:
+        return pl.Series(name, pa.array(values, mask=missing) if some_missing else values)
+
+    prices_at = (column(name, table[:, i]) for i, name in enumerate(s.PRICES))
+    return pl.DataFrame([column(s.PRICE_SEQ, seq), *prices_at])
 
 
 def token_costs(tokens: Mapping[str, Num], price: Mapping[str, Num]) -> dict[str, Num]:

@@ -115,3 +115,20 @@ def test_dates_near_the_epoch_and_empty_tables(days: int) -> None:
     for table in (price_table(frame, default=frame.clear()), price_table(default=frame.clear())):
         got = lookup_prices(keys, table, PROJECT)
         assert got.equals(choose_prices(keys, table, PROJECT))
+
+
+def test_null_models_and_starts_are_unpriced_and_the_rest_unchanged() -> None:
+    table = price_table()
+    keys = pl.DataFrame(
+        {
+            s.MODEL: ["gpt-4o", None, "gpt-4o", "no-such-model", "gpt-4o"],
+            s.STARTED_AT: [T0, T0, None, T0, T0],
+        },
+        schema={s.MODEL: pl.String, s.STARTED_AT: s.TIMESTAMP},
+    )
+    got = lookup_prices(keys, table, PROJECT)
+    assert got.get_column(s.PRICE_SEQ).is_null().to_list() == [False, True, True, True, False]
+    priced = keys.filter(pl.Series([True, False, False, False, True]))
+    want = choose_prices(priced, table, PROJECT)
+    assert got.filter(pl.col(s.PRICE_SEQ).is_not_null()).equals(want)
+    assert got.schema == want.schema
