@@ -1,34 +1,40 @@
-"""Request bodies of the big-batch routes: parsed and validated without holding the server.
+"""Request bodies of the big-batch routes: parsed, validated and used a slice at a time.
 
-A 30 MB ``upsert_batch`` validated in one pydantic call (or parsed in one ``orjson``
-call) holds the GIL, and so the event loop, for as long as the call runs, even from a
-worker thread: ``/health`` stalled for seconds. So a big body is split into its list items
-(``batch``) as it is parsed, and the items are validated a chunk at a time, each raw chunk
-let go once validated; the cyclic GC, whose full passes over millions of fresh objects
-held the GIL for seconds too, waits until the request is done; and the items are freed one
-by one at the end.
+A 30 MB ``upsert_batch`` parsed whole, validated whole and turned into rows whole was held
+as Python objects several times over (about 45x the body's size in memory), and one
+pydantic or ``orjson`` call over all of it holds the GIL, and so the event loop, for as
+long as it runs, even from a worker thread. So a big body is read member by member
+through a window of its decoded text, its list items one C call each (the GIL is let go
+in between), and :class:`BodyStream` hands a route the items validated
+:data:`CHUNK_ITEMS` at a time: the route turns each chunk into columns and drops it, so
+nothing holds the whole request as Python objects. The cyclic GC, whose full passes over
+millions of fresh objects held the GIL for seconds too, waits until the request is done.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gc
 import json
 import re
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from engine.models import _UNKNOWN  # the request's unknown-field sink
+
 M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-CHUNK_ITEMS = 256  # list items validated per pydantic call
+R = TypeVar("R")
+CHUNK_ITEMS = 256  # list items validated per pydantic call, and handed to a route at once
 SPLIT_BYTES = 1 << 20  # bodies from this size are parsed item by item
+WINDOW_BYTES = 1 << 20  # decoded text a big body is read through
 _SPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
@@ -97,6 +103,11 @@ def _encodes(text: str) -> bool:
     return True
 
 
+def _surrogate_error(path: tuple[str | int, ...]) -> RequestValidationError:
+    msg = "Value error, a lone surrogate is not valid text"
+    return RequestValidationError([{"type": "value_error", "loc": ("body", *path), "msg": msg}])
+
+
 def _malformed(raw: bytes, err: json.JSONDecodeError) -> RequestValidationError:
     """The 422 of an unreadable body; a lone surrogate, which the parser refuses without
     saying where, is looked for again (only then) to name its field."""
@@ -105,8 +116,7 @@ def _malformed(raw: bytes, err: json.JSONDecodeError) -> RequestValidationError:
     except (ValueError, RecursionError):
         path = None
     if path is not None:
-        msg = "Value error, a lone surrogate is not valid text"
-        return RequestValidationError([{"type": "value_error", "loc": ("body", *path), "msg": msg}])
+        return _surrogate_error(path)
     detail = f"{err.msg} at line {err.lineno} column {err.colno}"
     return RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": detail,
                                     "ctx": {"error": detail}}])  # fmt: skip
@@ -121,65 +131,133 @@ def _list_fields(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _expect(text: str, at: int, chars: str) -> tuple[str, int]:
-    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
-    if at >= len(text) or text[at] not in chars:
-        raise json.JSONDecodeError(f"Expecting one of {chars!r}", text, at)
-    return text[at], _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+class _Scanner:
+    """A big JSON object read member by member through a window of its decoded text: what
+    has been read is let go, so the body is never held whole as ``str``. Errors carry the
+    line and column in the whole body."""
 
+    def __init__(self, raw: bytes) -> None:
+        self._raw, self._read = raw, 0
+        self._decode = codecs.getincrementaldecoder("utf-8")().decode
+        self.text, self.at = "", 0
+        self._gone = self._gone_lines = self._line_start = 0  # the text let go
 
-def _split(text: str, lists: set[str]) -> Any:
-    """The JSON object ``text``, its ``lists`` members parsed item by item (a C call per
-    item, so the GIL is let go in between)."""
-    _, at = _expect(text, 0, "{")
-    data: dict[str, Any] = {}
-    if text.startswith("}", at):
-        at += 1
-    else:
+    def _more(self) -> bool:
+        """Decode more of the body into the window (doubling it for a long value)."""
+        if self._read >= len(self._raw):
+            return False
+        size = max(WINDOW_BYTES, len(self.text))
+        piece = self._raw[self._read : self._read + size]
+        self._read += len(piece)
+        try:
+            self.text += self._decode(piece, final=self._read >= len(self._raw))
+        except UnicodeDecodeError:
+            orjson.loads(self._raw)  # raises, saying where
+            raise
+        return True
+
+    def _let_go(self) -> None:
+        if self.at < WINDOW_BYTES:
+            return
+        lines = self.text.count("\n", 0, self.at)
+        if lines:
+            self._gone_lines += lines
+            self._line_start = self._gone + self.text.rindex("\n", 0, self.at) + 1
+        self._gone += self.at
+        self.text, self.at = self.text[self.at :], 0
+
+    def error(self, msg: str, at: int | None = None) -> json.JSONDecodeError:
+        """``msg`` at ``at`` (the window's), located in the whole body."""
+        at = self.at if at is None else at
+        err = json.JSONDecodeError(msg, self.text, at)
+        if err.lineno == 1:
+            err.colno = self._gone + at - self._line_start + 1
+        err.lineno += self._gone_lines
+        err.pos = self._gone + at
+        return err
+
+    def space(self) -> None:
         while True:
-            if not text.startswith('"', at):
-                raise json.JSONDecodeError("Expecting property name", text, at)
-            key, at = _DECODER.raw_decode(text, at)
-            _, at = _expect(text, at, ":")
-            if key in lists and text.startswith("[", at):
-                data[key], at = _items(text, at + 1)
-            else:
-                data[key], at = _DECODER.raw_decode(text, at)
-            sep, at = _expect(text, at, ",}")
-            if sep == "}":
-                break
-    if _SPACE.match(text, at).end() != len(text):  # type: ignore[union-attr]
-        raise json.JSONDecodeError("Extra data", text, at)
-    return data
+            self.at = _SPACE.match(self.text, self.at).end()  # type: ignore[union-attr]
+            if self.at < len(self.text) or not self._more():
+                return
+
+    def peek(self, char: str) -> bool:
+        self.space()
+        return self.text.startswith(char, self.at)
+
+    def expect(self, chars: str) -> str:
+        self.space()
+        if self.at >= len(self.text) or self.text[self.at] not in chars:
+            raise self.error(f"Expecting one of {chars!r}")
+        self.at += 1
+        return self.text[self.at - 1]
+
+    def value(self) -> Any:
+        """The next JSON value: one C call, again with more text if the window cut it."""
+        self.space()
+        self._let_go()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.at)
+            except json.JSONDecodeError as err:
+                if self._more():
+                    continue
+                raise self.error(err.msg, err.pos) from None
+            except RecursionError:
+                raise json.JSONDecodeError("nested too deeply", "", 0) from None
+            if end < len(self.text) or not self._more():  # a number may go on past the window
+                self.at = end
+                return value
+
+    def members(self, lists: typing.Collection[str]) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` of the object's members; the value of a ``lists`` member that
+        is an array is an iterator over its items, read as it is consumed."""
+        self.expect("{")
+        if self.peek("}"):
+            self.at += 1
+        else:
+            while True:
+                if not self.peek('"'):
+                    raise self.error("Expecting property name")
+                key = self.value()
+                self.expect(":")
+                if key in lists and self.peek("["):
+                    self.at += 1
+                    items = self._items()
+                    yield key, items
+                    for _ in items:  # whatever the consumer left
+                        pass
+                else:
+                    yield key, self.value()
+                if self.expect(",}") == "}":
+                    break
+        self.space()
+        if self.at != len(self.text):
+            raise self.error("Extra data")
+
+    def _items(self) -> Iterator[Any]:
+        if self.peek("]"):
+            self.at += 1
+            return
+        while True:
+            yield self.value()
+            if self.expect(",]") == "]":
+                return
 
 
-def _items(text: str, at: int) -> tuple[list[Any], int]:
-    items: list[Any] = []
-    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
-    if text.startswith("]", at):
-        return items, at + 1
-    while True:
-        item, at = _DECODER.raw_decode(text, at)
-        items.append(item)
-        sep, at = _expect(text, at, ",]")
-        if sep == "]":
-            return items, at
+def _parsed_members(
+    data: dict[str, Any], lists: typing.Collection[str]
+) -> Iterator[tuple[str, Any]]:
+    """:meth:`_Scanner.members` of a body parsed whole; list items are let go as handed out."""
+    for key, value in data.items():
+        yield key, _drained(value) if key in lists and isinstance(value, list) else value
 
 
-def _parse(raw: bytes, lists: set[str]) -> Any:
-    """``raw`` as JSON. A big body free of surrogate escapes is split into list items."""
-    # only a \uD800-\uDFFF escape can make a lone surrogate out of valid UTF-8; orjson
-    # refuses those (and json would let them through)
-    if len(raw) < SPLIT_BYTES or not lists or b"\\ud" in raw or b"\\uD" in raw:
-        return orjson.loads(raw)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return orjson.loads(raw)  # raises, saying where
-    try:
-        return _split(text, lists)
-    except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+def _drained(items: list[Any]) -> Iterator[Any]:
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 @functools.cache
@@ -187,51 +265,128 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def _validate_lists(model: type[BaseModel], data: dict[str, Any]) -> list[Any]:
-    """Validate ``data``'s list fields in place, :data:`CHUNK_ITEMS` items per call, each
-    raw chunk let go once validated. Returns the errors, located."""
-    errors: list[Any] = []
-    for key, annotation in _list_fields(model).items():
-        items = data.get(key)
-        if not isinstance(items, list):
-            continue
-        adapter, done = _adapter(annotation), []
-        for start in range(0, len(items), CHUNK_ITEMS):
-            chunk = items[start : start + CHUNK_ITEMS]
-            items[start : start + CHUNK_ITEMS] = [None] * len(chunk)
-            try:
-                done.extend(adapter.validate_python(chunk))
-            except ValidationError as err:
-                errors += [
-                    {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
-                    for e in err.errors(include_url=False, include_input=False)
-                ]
-        data[key] = done
-    return errors
+class BodyStream(Generic[M]):
+    """A request body of ``model`` whose list fields' items are validated and handed out
+    :data:`CHUNK_ITEMS` at a time (:meth:`map`), each chunk let go once used.
 
-
-def drained(items: list[T]) -> Iterator[T]:
-    """``items`` in order, each let go as it is handed out (emptying the list), so a
-    route turning a batch into rows does not hold both whole at once.
-
-    Examples
-    --------
-    >>> batch = [1, 2, 3]
-    >>> list(drained(batch)), batch
-    ([1, 2, 3], [])
+    The body's errors come first, as if it were validated whole: a malformed body, or
+    every item error of the body (paths such as ``batch.3.req.start.started_at``), is the
+    422 even when the route raised on an earlier chunk. Unknown fields are named as the
+    whole model would name them (``batch[0].req.typo``).
     """
-    items.reverse()
-    while items:
-        yield items.pop()
+
+    def __init__(self, model: type[M], raw: bytes) -> None:
+        self.model = model
+        self.head: M | None = None  # the model, its lists empty, once read to the end
+        self._raw = raw
+
+    def _members(self, lists: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        raw = self._raw
+        if len(raw) >= SPLIT_BYTES and lists:
+            return _Scanner(raw).members(lists)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise _malformed(raw, err) from None
+        if not isinstance(data, dict):  # the model says what it expects
+            self._validate_head(data)
+            return iter(())
+        return _parsed_members(data, lists)
+
+    def _validate_head(self, data: Any) -> M:
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as err:
+            located = err.errors(include_url=False, include_input=False)
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in located]
+            ) from None
+
+    def chunks(self) -> Iterator[tuple[str, int, list[Any]]]:
+        """``(list field, index of the first item, validated items)``, in body order, while
+        the body validates; ``(field, 0, [])`` opens each list (a repeated key starts it
+        again, as JSON's last member wins). Raises the body's ``RequestValidationError``,
+        if any, once it is read to the end."""
+        lists = _list_fields(self.model)
+        escapes = len(self._raw) >= SPLIT_BYTES and (b"\\ud" in self._raw or b"\\uD" in self._raw)
+        sink = _UNKNOWN.get()
+        head: dict[str, Any] = {}
+        errors: dict[str, list[Any]] = {}  # by list field
+        unknown: dict[str, list[str]] = {}
+        try:
+            for key, value in self._members(lists):
+                if not isinstance(value, Iterator):
+                    head[key] = value
+                    if escapes and (path := _surrogate_at(value, (key,))) is not None:
+                        raise _surrogate_error(path)
+                    continue
+                head[key], errors[key], unknown[key] = [], [], []
+                yield key, 0, []
+                adapter = _adapter(lists[key])
+                for start, chunk in _batched(value, CHUNK_ITEMS):
+                    for i, item in enumerate(chunk if escapes else (), start):
+                        if (path := _surrogate_at(item, (key, i))) is not None:
+                            raise _surrogate_error(path)
+                    seen = sink.seen if sink is not None else 0
+                    try:
+                        done = adapter.validate_python(chunk)
+                    except ValidationError as err:
+                        errors[key] += [
+                            {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
+                            for e in err.errors(include_url=False, include_input=False)
+                        ]
+                        continue
+                    del chunk
+                    if sink is not None and sink.seen != seen:
+                        unknown[key] += [
+                            f"{key}[{i}].{field}"
+                            for i, item in enumerate(done, start)
+                            for field in getattr(item, "_unknown_fields", ())
+                        ]
+                    if not any(errors.values()):
+                        yield key, start, done
+                    del done
+        except json.JSONDecodeError as err:
+            raise _malformed(self._raw, err) from None
+        found = [e for errs in errors.values() for e in errs]
+        if found:
+            raise RequestValidationError(found)
+        self.head = self._validate_head(head)  # its list fields empty
+        if sink is not None:  # as the whole model would have named them
+            own = getattr(self.head, "_unknown_fields", ())
+            sink.paths = [*own, *(p for paths in unknown.values() for p in paths)]
+
+    def map(self, handle: Callable[[list[Any], int], R]) -> dict[str, list[R]]:
+        """``{list field: [handle(items, index of the first item) per chunk]}``.
+
+        When ``handle`` raises, the rest of the body is still read and validated, so that
+        a 422 of a later item is the answer, as for a body validated whole.
+        """
+        results: dict[str, list[R]] = {}
+        failure: Exception | None = None
+        for key, start, items in self.chunks():
+            if start == 0:
+                results[key] = []
+            if failure is None and items:
+                try:
+                    results[key].append(handle(items, start))
+                except Exception as err:  # raised once the body is known to validate
+                    failure = err
+        if failure is not None:
+            raise failure
+        return results
 
 
-def release(model: BaseModel) -> None:
-    """Let go of a big body's list items one at a time: freeing millions of objects in
-    one go holds the GIL for as long (a second for 30 MB), wherever it happens."""
-    for key in _list_fields(type(model)):
-        items = getattr(model, key, None)
-        while items:
-            items.pop()
+def _batched(items: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(index of the first, up to size items)`` of ``items``."""
+    start, chunk = 0, []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield start, chunk
+            start, chunk = start + size, []
+    if chunk:
+        yield start, chunk
 
 
 def validate_json(model: type[M], raw: bytes) -> M:
@@ -243,15 +398,7 @@ def validate_json(model: type[M], raw: bytes) -> M:
     >>> validate_json(CallsDeleteReq, b'{"project_id": "e/p", "call_ids": ["a"]}').call_ids
     ['a']
     """
-    try:
-        data = _parse(raw, set(_list_fields(model)))
-    except json.JSONDecodeError as err:
-        raise _malformed(raw, err) from None
-    errors = _validate_lists(model, data) if isinstance(data, dict) else []
-    if errors:
-        raise RequestValidationError(errors)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        located = err.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in located]) from None
+    stream = BodyStream(model, raw)
+    lists = stream.map(lambda items, _: items)
+    assert stream.head is not None
+    return stream.head.model_copy(update={k: [x for c in cs for x in c] for k, cs in lists.items()})

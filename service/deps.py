@@ -21,7 +21,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 
 from service.auth import ApiKey, KeyStore
-from service.body import gc_paused, release, validate_json
+from service.body import BodyStream, gc_paused, validate_json
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,25 +94,28 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def json_body(model: type[M]) -> Any:
-    """``Depends`` on the request body validated as ``model`` on a worker thread.
+def json_body(model: type[M], *, stream: bool = False) -> Any:
+    """``Depends`` on the request body validated as ``model`` on a worker thread, or with
+    ``stream`` as a :class:`service.body.BodyStream` the (sync) route reads chunk by chunk.
 
     FastAPI validates a declared body on the event loop: a 30 MB batch held every other
-    request (``/health`` too) for seconds. This authenticates the caller, reads the bytes,
-    then parses and validates them off the loop, in pieces (:func:`service.body.
-    validate_json`). :func:`document_bodies` puts ``model`` back into the OpenAPI
+    request (``/health`` too) for seconds. This authenticates the caller, reads the bytes
+    (the body the middleware buffered, not a copy of it: ``request.body()`` joins it with
+    an empty chunk), then parses and validates them off the loop, in pieces
+    (:mod:`service.body`). :func:`document_bodies` puts ``model`` back into the OpenAPI
     document as the route's request body.
     """
 
-    async def body(request: Request, _: PrincipalDep) -> AsyncIterator[M]:  # auth first
-        raw = await request.body()
+    async def body(request: Request, _: PrincipalDep) -> AsyncIterator[Any]:  # auth first
+        chunks = [chunk async for chunk in request.stream() if chunk]
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks
         with gc_paused(len(raw)):  # until the route is done with what the body became
-            parsed = await run_in_threadpool(validate_json, model, raw)
-            del raw
-            try:
-                yield parsed
-            finally:  # an error answer frees a big batch off the loop too
-                await run_in_threadpool(release, parsed)
+            yield (
+                BodyStream(model, raw)
+                if stream
+                else await run_in_threadpool(validate_json, model, raw)
+            )
 
     body.body_model = model  # type: ignore[attr-defined]
     return Depends(body)

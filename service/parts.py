@@ -164,11 +164,23 @@ def parts_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """
     if len(rows) <= PARTS_PER_SLICE:
         return pl.DataFrame(rows, schema=PART_SCHEMA, orient="row")
-    slices = [
-        pl.DataFrame(rows[at : at + PARTS_PER_SLICE], schema=PART_SCHEMA, orient="row")
-        for at in range(0, len(rows), PARTS_PER_SLICE)
-    ]
-    return pl.concat(slices, rechunk=False)
+    return concat_parts(
+        [
+            pl.DataFrame(rows[at : at + PARTS_PER_SLICE], schema=PART_SCHEMA, orient="row")
+            for at in range(0, len(rows), PARTS_PER_SLICE)
+        ]
+    )
+
+
+def concat_parts(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Part frames as one, in order, without copying them (no frame: no part).
+
+    Examples
+    --------
+    >>> concat_parts([]).height
+    0
+    """
+    return pl.concat(frames, rechunk=False) if frames else parts_frame([])
 
 
 def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:

@@ -20,7 +20,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
-from service import body, deps
+from service import body
 from service.app import create_app
 from service.auth import KeyStore
 from service.middleware import log_text
@@ -191,14 +191,14 @@ def test_health_answers_while_a_big_upload_is_being_parsed(
     _, secret = KeyStore(settings.keys_path).add("ada", ["entity/*"])
     app = create_app(settings)
     parsing, health_answered, order = threading.Event(), threading.Event(), []
-    validate = deps.validate_json
+    read = body.BodyStream.map
 
-    def slow_validate(model: Any, body: bytes) -> Any:
+    def slow_read(stream: Any, handle: Any) -> Any:
         parsing.set()
         order.append("parse waits" if health_answered.wait(10) else "parse gave up")
-        return validate(model, body)
+        return read(stream, handle)
 
-    monkeypatch.setattr(deps, "validate_json", slow_validate)
+    monkeypatch.setattr(body.BodyStream, "map", slow_read)
     batch = [complete(id=f"c{i}", inputs={"pad": "x" * 1000}) for i in range(500)]
 
     async def scenario() -> tuple[int, int]:
@@ -238,8 +238,9 @@ SPLIT_BODIES = [
 def test_big_bodies_split_into_items_read_as_one_parse(
     monkeypatch: pytest.MonkeyPatch, raw: bytes
 ) -> None:
-    monkeypatch.setattr(body, "SPLIT_BYTES", 0)  # every body is "big"
-    assert body._parse(raw, {"batch"}) == orjson.loads(raw)
+    members = body._Scanner(raw).members({"batch"})  # a big body, read member by member
+    read = {k: list(v) if isinstance(v, Iterator) else v for k, v in members}
+    assert read == orjson.loads(raw)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """Weave's call ingest endpoints: start, end, mixed batches, complete calls, delete.
 
-Each request is validated whole (off the event loop, straight from the body's bytes, so a
-30 MB batch holds no other request), every project it names is checked against the
-caller's key, and then it is written in one store transaction: a 2xx answer means all of it
-is on disk, an error means none of it is.
+Each request is validated off the event loop, straight from the body's bytes, so a 30 MB
+batch holds no other request; a batch is validated and turned into part columns a chunk of
+items at a time (:class:`service.body.BodyStream`), so it is never held whole as Python
+objects. Every project a request names is checked against the caller's key, and then it is
+written in one store transaction: a 2xx answer means all of it is on disk, an error means
+none of it is (and an invalid item anywhere is the answer, before any other error).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import polars as pl
 from fastapi import APIRouter, HTTPException
 
 from engine.errors import InvalidRequestError, NotFoundError
-from service.body import drained
+from service.body import BodyStream
 from service.deps import PrincipalDep, StoreDep, json_body
-from service.parts import call_part, parts_frame
+from service.parts import call_part, concat_parts, parts_frame
 from service.store import MAX_DELETE_CALLS
 from service.wire import (
     CallBatchEndMode,
@@ -35,6 +38,7 @@ from service.wire import (
     CallStartV2Res,
     CallsUpsertCompleteReq,
     CallsUpsertCompleteRes,
+    CompletedCallSchemaForInsert,
     EndedCallSchemaForInsert,
     StartedCallSchemaForInsert,
 )
@@ -88,45 +92,58 @@ def call_end(
 
 @router.post("/call/upsert_batch")
 def call_upsert_batch(
-    req: Annotated[CallCreateBatchReq, json_body(CallCreateBatchReq)],
+    req: Annotated[BodyStream[CallCreateBatchReq], json_body(CallCreateBatchReq, stream=True)],
     store: StoreDep,
     principal: PrincipalDep,
 ) -> CallCreateBatchRes:
     """Starts and ends, applied in order, in one transaction."""
-    parts, res = [], []
-    for i, item in enumerate(drained(req.batch)):
-        if isinstance(item, CallBatchStartMode) and item.mode == "start":
-            principal.check(item.req.start.project_id)
-            part = _start_part(item.req.start, principal.user)
-            res.append(CallStartRes(id=part["id"], trace_id=part["trace_id"]))
-        elif isinstance(item, CallBatchEndMode) and item.mode == "end":
-            principal.check(item.req.end.project_id)
-            part = _end_part(item.req.end)
-            res.append(CallEndRes())
-        else:
-            raise InvalidRequestError("Invalid mode", path=f"batch[{i}].mode")
-        parts.append(part)
-    store.write_parts(parts_frame(parts))
-    return CallCreateBatchRes(res=res)
+
+    def chunk_parts(
+        items: list[CallBatchStartMode | CallBatchEndMode], first: int
+    ) -> tuple[pl.DataFrame, list[CallStartRes | CallEndRes]]:
+        parts, res = [], []
+        for i, item in enumerate(items, first):
+            if isinstance(item, CallBatchStartMode) and item.mode == "start":
+                principal.check(item.req.start.project_id)
+                part = _start_part(item.req.start, principal.user)
+                res.append(CallStartRes(id=part["id"], trace_id=part["trace_id"]))
+            elif isinstance(item, CallBatchEndMode) and item.mode == "end":
+                principal.check(item.req.end.project_id)
+                part = _end_part(item.req.end)
+                res.append(CallEndRes())
+            else:
+                raise InvalidRequestError("Invalid mode", path=f"batch[{i}].mode")
+            parts.append(part)
+        return parts_frame(parts), res
+
+    chunks = req.map(chunk_parts)["batch"]
+    store.write_parts(concat_parts([frame for frame, _ in chunks]))
+    return CallCreateBatchRes(res=[r for _, res in chunks for r in res])
 
 
 @router.post("/v2/{entity}/{project}/calls/complete")
 def calls_complete(
     entity: str,
     project: str,
-    req: Annotated[CallsUpsertCompleteReq, json_body(CallsUpsertCompleteReq)],
+    req: Annotated[
+        BodyStream[CallsUpsertCompleteReq], json_body(CallsUpsertCompleteReq, stream=True)
+    ],
     store: StoreDep,
     principal: PrincipalDep,
 ) -> CallsUpsertCompleteRes:
     """Complete calls (start and end together); each replaces any stored version."""
     principal.check(f"{entity}/{project}")
-    parts = []
-    for i, call in enumerate(drained(req.batch)):
-        _project_of(entity, project, call.project_id, f"batch[{i}].project_id")
-        row = call.model_dump()
-        row["wb_user_id"] = call.wb_user_id or principal.user
-        parts.append(call_part(row, start=True, end=True))
-    store.write_parts(parts_frame(parts))
+
+    def chunk_parts(calls: list[CompletedCallSchemaForInsert], first: int) -> pl.DataFrame:
+        parts = []
+        for i, call in enumerate(calls, first):
+            _project_of(entity, project, call.project_id, f"batch[{i}].project_id")
+            row = call.model_dump()
+            row["wb_user_id"] = call.wb_user_id or principal.user
+            parts.append(call_part(row, start=True, end=True))
+        return parts_frame(parts)
+
+    store.write_parts(concat_parts(req.map(chunk_parts)["batch"]))
     return CallsUpsertCompleteRes()
 
 
