@@ -375,25 +375,27 @@ def cost_rows(
     row number in ``ids`` of each, non-decreasing.
     """
     tokens = {name: totals[name] for name in s.TOKENS}
-    costs: dict[str, pl.Expr] = {c: pl.lit(None, pl.Float64) for c in s.COSTS}
     models = groups.get_column(s.MODEL)
     if include_costs:  # nulls (unpriced models) read as NaN, which cost 0
         table = np.column_stack([groups.get_column(p).to_numpy() for p in s.PRICES])
-        price = dict(zip(s.PRICES, np.nan_to_num(table, nan=0.0)[group].T, strict=True))
-        billed = token_costs(tokens, price)
-        costs = {name: pl.lit(pl.Series(name, values)) for name, values in billed.items()}
-    # one query builds the rows (small answers are dominated by the number of queries)
-    columns = {
-        s.ID: pl.lit(ids).gather(pl.lit(pl.Series(call))),
-        s.MODEL: pl.lit(models).gather(pl.lit(pl.Series(group))),
-        **{name: pl.lit(pl.Series(name, values)) for name, values in tokens.items()},
-        **costs,
-    }
-    named = [expr.alias(name) for name, expr in columns.items()]
+        table[np.isnan(table)] = 0.0
+        price = dict(zip(s.PRICES, table[group].T, strict=True))
+        costs = [pl.Series(name, values) for name, values in token_costs(tokens, price).items()]
+    else:
+        costs = [pl.Series(name, pa.nulls(len(call), pa.float64())) for name in s.COSTS]
+    # plain Series into one frame: no Polars query (small answers pay per query)
+    rows = pl.DataFrame(
+        [
+            ids[pl.Series(call.astype(np.uint32))],
+            models[pl.Series(group.astype(np.uint32))],
+            *(pl.Series(name, values) for name, values in tokens.items()),
+            *costs,
+        ]
+    )
     names = models.to_list()  # a handful: plain Python is quickest
     if not include_costs or len(set(names)) == len(names):  # one price row per model: done
-        return pl.select(named), call
-    merged = pl.select(pl.lit(pl.Series(_CALL, call)), *named)
+        return rows, call
+    merged = rows.insert_column(0, pl.Series(_CALL, call))
     merged = merged.group_by(_CALL, s.MODEL, maintain_order=True).agg(
         pl.col(s.ID).first(), *(pl.col(c).sum() for c in s.METRICS)
     )
