@@ -13,6 +13,7 @@ server can send one batch while the next is being written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,8 @@ from engine import workers
 
 _HEAD = b'{"call_usage":{'
 _BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with sending
+_INLINE = 12  # Arrow string views hold a string of up to 12 bytes in the view itself
+_PLACES = np.arange(_INLINE)  # the places of a short string's bytes in its view
 
 
 def _large_text(values: pl.Series) -> pa.LargeStringArray:
@@ -35,22 +38,34 @@ def _large_text(values: pl.Series) -> pa.LargeStringArray:
 
 
 def _needs_escape(values: pl.Series) -> bool:
-    """Whether any value holds a character a JSON string literal cannot hold as it is."""
-    data = _large_text(values).buffers()[2]
-    if data is None:
-        return False
-    raw = np.frombuffer(data, dtype=np.uint8)
-    return bool(len(raw)) and bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
+    """Whether a value may hold a character a JSON string literal cannot hold as it is.
+
+    Read from Polars' string views without copying: the bytes of short values in the views,
+    then the buffers that long ones point into. A byte in those buffers that no value uses
+    can only give a false "maybe", which costs escaping text that needs none.
+    """
+    arr = values.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    if isinstance(arr, pa.StringViewArray) and not arr.null_count:
+        buffers = arr.buffers()
+        views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
+        views = views[arr.offset : arr.offset + len(arr)]
+        data = [np.frombuffer(b, dtype=np.uint8) for b in buffers[2:]]
+        short = views[views[:, 0] <= _INLINE]
+        if len(short):  # the bytes past a short string's end are not its own
+            inline = short[:, 1:].view(np.uint8)
+            data.append(np.where(short[:, :1] > _PLACES, inline, ord("a")).ravel())
+    else:
+        text = _large_text(values).buffers()[2]
+        data = [np.frombuffer(text, dtype=np.uint8)] if text is not None else []
+    return any(
+        len(d) and bool(d.min() < 0x20 or (d == ord('"')).any() or (d == ord("\\")).any())
+        for d in data
+    )
 
 
-def _json_inner(values: pl.Series) -> pl.Series:
-    """``values`` escaped for a JSON string literal, without the quotes (most values, like
-    ids and model names, need no escaping and are returned as they are)."""
-    values = values.cast(pl.String)
-    if not _needs_escape(values):
-        return values
-    encoded = values.alias("k").to_frame().select(pl.struct("k").struct.json_encode())
-    return encoded.to_series().str.slice(6).str.strip_suffix('"}')
+def _escaped(text: pl.Expr) -> pl.Expr:
+    """``text`` escaped for a JSON string literal, without the quotes."""
+    return pl.struct(text.alias("k")).struct.json_encode().str.slice(6).str.strip_suffix('"}')
 
 
 def _positions(call_ids: pl.Series, usage: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
@@ -60,33 +75,38 @@ def _positions(call_ids: pl.Series, usage: pl.DataFrame) -> tuple[pl.DataFrame, 
     return ordered.drop("__call"), ordered.get_column("__call").cast(pl.Int64).to_numpy()
 
 
-def _all_finite(column: pl.Series) -> bool:
-    """Whether every non-null float is finite (checked in NumPy: a Polars query per column
-    and batch costs more than the check)."""
-    values = column.to_numpy() if column.null_count() == 0 else column.drop_nulls().to_numpy()
-    return bool(np.isfinite(values).all())
+@functools.lru_cache(maxsize=64)
+def _entry(metrics: tuple[tuple[str, bool], ...], escape_model: bool) -> pl.Expr:
+    """``"model":{"metric":value,...}`` of each usage row, for ``metrics`` (name, whether
+    the column is all null) in order; built once per shape of usage frame, as building
+    per-metric expressions costs more than running them on a few rows.
+
+    Polars' JSON writer writes each run of metrics that hold values (integers as they are,
+    floats as their shortest text, non-finite floats and nulls as ``null``); an all-null
+    metric is constant text.
+    """
+    model = pl.col(s.MODEL)
+    parts: list[pl.Expr | str] = ['"', _escaped(model) if escape_model else model, '":{']
+    for i, (names, null) in enumerate(_runs(metrics)):
+        if i:
+            parts.append(",")
+        if null:
+            parts.append(",".join(f"{orjson.dumps(name).decode()}:null" for name in names))
+        else:  # the run's ``{...}`` without its braces
+            parts.append(pl.struct(names).struct.json_encode().str.slice(1).str.head(-1))
+    parts.append("}")
+    return _concat(parts)
 
 
-def _value(name: str, column: pl.Series) -> pl.Expr | str:
-    """A metric as JSON text: integers and finite floats as they are, the rest ``null``."""
-    if column.null_count() == column.len():
-        return "null"
-    text = pl.col(name).cast(pl.String)
-    if column.dtype.is_float() and not _all_finite(column):
-        text = pl.when(pl.col(name).is_finite()).then(text)
-    return text.fill_null("null")
-
-
-def _entry(usage: pl.DataFrame, metrics: list[str], model: pl.Series) -> list[pl.Expr | str]:
-    """The parts of ``"model":{"metric":value,...}`` for each usage row."""
-    parts: list[pl.Expr | str] = ['"', pl.lit(model)]
-    if not all(usage.schema[m].is_numeric() for m in metrics):
-        return [*parts, '":', pl.struct(metrics).struct.json_encode()]
-    for i, name in enumerate(metrics):
-        parts.append('":{' * (i == 0) + "," * (i > 0) + f'"{name}":')
-        parts.append(_value(name, usage.get_column(name)))
-    parts.append("}" if metrics else '":{}')
-    return parts
+def _runs(metrics: tuple[tuple[str, bool], ...]) -> list[tuple[list[str], bool]]:
+    """``metrics`` cut into runs of consecutive all-null or not all-null metrics."""
+    runs: list[tuple[list[str], bool]] = []
+    for name, null in metrics:
+        if runs and runs[-1][1] == null:
+            runs[-1][0].append(name)
+        else:
+            runs.append(([name], null))
+    return runs
 
 
 def _concat(parts: list[pl.Expr | str]) -> pl.Expr:
@@ -100,28 +120,18 @@ def _concat(parts: list[pl.Expr | str]) -> pl.Expr:
     return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in merged])
 
 
-def _choose(mask: np.ndarray, yes: str, no: str) -> pl.Expr:
-    """``yes`` where ``mask``, else ``no`` (built by Polars: numpy strings convert slowly)."""
-    return (
-        pl.when(pl.lit(pl.Series(mask, dtype=pl.Boolean))).then(pl.lit(yes)).otherwise(pl.lit(no))
-    )
-
-
-def _gaps(ids: pl.Series, empty: np.ndarray, slot: np.ndarray, slots: int) -> pl.Series:
-    """For each of ``slots`` slots, ``"id":{},`` for every call in ``empty`` (call rows
-    with no usage, increasing) whose ``slot`` it is, in call order.
-
-    The items of a slot are adjacent in the text of all items, so each slot's text is a
-    range of that text: new offsets over the same data buffer, with no join or group-by.
-    """
-    items = pl.select(pl.concat_str(pl.lit('"'), pl.lit(ids).gather(empty), pl.lit('":{},')))
-    text = _large_text(items.to_series())
-    item_end = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
-    first_item = np.zeros(slots + 1, dtype=np.int64)
-    np.cumsum(np.bincount(slot, minlength=slots), out=first_item[1:])
-    bounds = pa.py_buffer(np.ascontiguousarray(item_end[first_item]))
-    data = text.buffers()[2] or pa.py_buffer(b"")
-    return pl.Series(pa.LargeStringArray.from_buffers(slots, bounds, data))
+def _spread(values: pl.Expr, where: np.ndarray, size: int) -> pl.Expr | None:
+    """``values`` placed at the increasing positions ``where`` of ``size`` rows, null at the
+    others (None if all are: no values)."""
+    if len(where) == size:
+        return values
+    if not len(where):
+        return None
+    at = np.zeros(size, dtype=np.int64)
+    at[where] = np.arange(len(where))
+    unset = np.ones(size, dtype=bool)
+    unset[where] = False
+    return values.gather(pl.lit(pl.Series(pa.array(at, mask=unset))))
 
 
 def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
@@ -139,7 +149,7 @@ def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
         length, buffer, offset = views[:, 0], views[:, 2], views[:, 3]
         same = buffer[1:] == buffer[:-1]
         if (
-            (length > 12).all()
+            (length > _INLINE).all()
             and (buffer[1:] >= buffer[:-1]).all()
             and (offset[1:][same] == (offset[:-1] + length[:-1])[same]).all()
         ):
@@ -163,54 +173,61 @@ def json_chunks(
 ) -> Iterator[bytes | memoryview]:
     """The response body in pieces whose concatenation is :func:`to_json`.
 
-    Work happens as the pieces are asked for, a batch of usage rows at a time; while one
-    batch is being handed out the next is written on a worker thread, so at most two
-    batches' text is held at once.
+    The calls' text is written as rows: a call's usage rows, or one row for a call with
+    none. A row that starts a call closes the one before and opens its own (``},"id":{``),
+    any other row starts with a comma; then comes its usage entry, if any. The first row
+    drops its ``},``. One query writes a batch of rows, whatever their kinds.
+
+    Work happens as the pieces are asked for, a batch of rows at a time; while one batch is
+    being handed out the next is written on a worker thread, so at most two batches' text
+    is held at once.
     """
     if call_index is None:
         usage, call_index = _positions(call_ids, usage)
-    ids = _json_inner(call_ids)
-    n, m = call_ids.len(), len(call_index)
-    has_usage = np.zeros(n, dtype=bool)
-    has_usage[call_index] = True
-    empty = np.flatnonzero(~has_usage)
-    first = np.ones(m, dtype=bool)
-    np.not_equal(call_index[1:], call_index[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    openers = call_index[starts]
-    # calls with no usage go in front of the next call that has some, or at the very end
-    gaps = _gaps(ids, empty, np.searchsorted(openers, empty), len(openers) + 1)
-    end = gaps[-1][:-1]  # the calls after the last one with usage, without the last comma
-    rest = ("," if m and end else "") + end
+    ids = call_ids if call_ids.dtype == pl.String else call_ids.cast(pl.String)
+    n, m = ids.len(), len(call_index)
+    counts = np.bincount(call_index, minlength=n)
+    bare = counts == 0
+    call_row = np.zeros(n + 1, dtype=np.int64)  # the row each call starts at, then the end
+    np.cumsum(np.maximum(counts, 1), out=call_row[1:])
+    usage_row = np.arange(m) + (np.cumsum(bare) - bare)[call_index]  # after the bare calls
+    escape_ids = _needs_escape(ids)
+    escape_model = m > 0 and _needs_escape(usage.get_column(s.MODEL))
+    metrics = tuple(
+        (name, usage.get_column(name).null_count() == m)
+        for name in usage.columns
+        if name not in (s.ID, s.MODEL)
+    )
+    entry = _entry(metrics, escape_model)
+
+    def batch(lo: int) -> pl.Series:
+        hi = min(lo + _BATCH_ROWS, int(call_row[n]))
+        c_lo, c_hi = np.searchsorted(call_row[:n], (lo, hi)).tolist()
+        u_lo, u_hi = np.searchsorted(usage_row, (lo, hi)).tolist()
+        opened = pl.lit(ids.slice(c_lo, c_hi - c_lo))
+        opened = _spread(
+            _escaped(opened) if escape_ids else opened, call_row[c_lo:c_hi] - lo, hi - lo
+        )
+        text = (
+            pl.lit(",") if opened is None else pl.concat_str(pl.lit('},"'), opened, pl.lit('":{'))
+        )
+        if c_hi - c_lo not in (0, hi - lo):
+            text = text.fill_null(",")
+        used = _spread(entry, usage_row[u_lo:u_hi] - lo, hi - lo)
+        if used is not None:
+            text = pl.concat_str(text, used, ignore_nulls=True)
+        return usage.slice(u_lo, u_hi - u_lo).select(text).to_series()
+
     yield _HEAD
-    if m:
-        opening = pl.select(
-            pl.concat_str(
-                _choose(np.arange(len(openers)) > 0, ",", ""),
-                pl.lit(gaps.head(len(openers))),
-                pl.lit('"'),
-                pl.lit(ids).gather(openers),
-                pl.lit('":{'),
-            )
-        ).to_series()
-        prefix = pl.repeat(",", m, eager=True).scatter(starts, opening)
-        last = np.append(first[1:], True)
-        model = _json_inner(usage.get_column(s.MODEL))
-        metrics = [c for c in usage.columns if c not in (s.ID, s.MODEL)]
-
-        def batch(lo: int) -> pl.Series:
-            rows = usage.slice(lo, _BATCH_ROWS)
-            parts: list[pl.Expr | str] = [pl.lit(prefix.slice(lo, _BATCH_ROWS))]
-            parts += _entry(rows, metrics, model.slice(lo, _BATCH_ROWS))
-            parts.append(_choose(last[lo : lo + _BATCH_ROWS], "}", ""))
-            return rows.select(_concat(parts)).to_series()
-
-        starts_at = range(0, m, _BATCH_ROWS)
-        # several batches: the next one is written on a worker thread meanwhile
-        texts = map(batch, starts_at) if m <= _BATCH_ROWS else workers.map_ahead(batch, starts_at)
-        for text in texts:
-            yield from _buffers(text)
-    yield rest.encode() + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
+    starts_at = range(0, int(call_row[n]), _BATCH_ROWS)
+    # several batches: the next one is written on a worker thread meanwhile
+    texts = map(batch, starts_at) if len(starts_at) <= 1 else workers.map_ahead(batch, starts_at)
+    skip = 2  # the first row's "},"
+    for text in texts:
+        for piece in _buffers(text):
+            yield memoryview(piece)[skip:] if skip else piece
+            skip = 0
+    yield b"}" * (n > 0) + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
 
 
 def to_json(
