@@ -36,6 +36,7 @@ CHUNK_ITEMS = 256  # list items validated per pydantic call, and handed to a rou
 SPLIT_BYTES = 1 << 20  # bodies from this size are parsed item by item
 WINDOW_BYTES = 1 << 20  # decoded text a big body is read through
 _SPACE = re.compile(r"[ \t\n\r]*")
+_ESCAPE = re.compile(rb"\\u[dD]")
 _DECODER = json.JSONDecoder()
 
 
@@ -141,14 +142,20 @@ class _Scanner:
         self._decode = codecs.getincrementaldecoder("utf-8")().decode
         self.text, self.at = "", 0
         self._gone = self._gone_lines = self._line_start = 0  # the text let go
+        # a \uD800-\uDFFF escape read so far: only one can make a lone surrogate out of
+        # valid UTF-8 (looked for a window at a time: a search of the whole body in one
+        # call would hold the GIL for tens of ms)
+        self.escapes = False
 
     def _more(self) -> bool:
         """Decode more of the body into the window (doubling it for a long value)."""
         if self._read >= len(self._raw):
             return False
-        size = max(WINDOW_BYTES, len(self.text))
-        piece = self._raw[self._read : self._read + size]
+        size, start = max(WINDOW_BYTES, len(self.text)), self._read
+        piece = self._raw[start : start + size]
         self._read += len(piece)
+        if not self.escapes:
+            self.escapes = _ESCAPE.search(self._raw, max(0, start - 2), self._read) is not None
         try:
             self.text += self._decode(piece, final=self._read >= len(self._raw))
         except UnicodeDecodeError:
@@ -280,10 +287,9 @@ class BodyStream(Generic[M]):
         self.head: M | None = None  # the model, its lists empty, once read to the end
         self._raw = raw
 
-    def _members(self, lists: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    def _parsed(self, lists: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """The members of a body parsed whole (``orjson`` refuses lone surrogates)."""
         raw = self._raw
-        if len(raw) >= SPLIT_BYTES and lists:
-            return _Scanner(raw).members(lists)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
@@ -308,13 +314,16 @@ class BodyStream(Generic[M]):
         again, as JSON's last member wins). Raises the body's ``RequestValidationError``,
         if any, once it is read to the end."""
         lists = _list_fields(self.model)
-        escapes = len(self._raw) >= SPLIT_BYTES and (b"\\ud" in self._raw or b"\\uD" in self._raw)
+        big = len(self._raw) >= SPLIT_BYTES and lists
+        scanner = _Scanner(self._raw) if big else None
         sink = _UNKNOWN.get()
         head: dict[str, Any] = {}
         errors: dict[str, list[Any]] = {}  # by list field
         unknown: dict[str, list[str]] = {}
         try:
-            for key, value in self._members(lists):
+            members = scanner.members(lists) if scanner is not None else self._parsed(lists)
+            for key, value in members:
+                escapes = scanner is not None and scanner.escapes
                 if not isinstance(value, Iterator):
                     head[key] = value
                     if escapes and (path := _surrogate_at(value, (key,))) is not None:
@@ -324,6 +333,7 @@ class BodyStream(Generic[M]):
                 yield key, 0, []
                 adapter = _adapter(lists[key])
                 for start, chunk in _batched(value, CHUNK_ITEMS):
+                    escapes = scanner is not None and scanner.escapes
                     for i, item in enumerate(chunk if escapes else (), start):
                         if (path := _surrogate_at(item, (key, i))) is not None:
                             raise _surrogate_error(path)
