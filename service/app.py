@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
@@ -181,6 +182,8 @@ def create_app(settings: Settings | None = None, *, store: CallStore | None = No
     app.state.keys = KeyStore(settings.keys_path)
     app.state.metrics = Metrics(store.stats)
     app.state.usage_cache = AnswerCache(settings.cache_size)
+    # one answer per CPU at a time: more would share the cores (and the GIL) and all be late
+    app.state.compute_slots = anyio.CapacityLimiter(settings.compute_threads)
     app.include_router(health.router)
     for module in (usage, calls, ingest, otel, costs, objects, metrics_routes):
         app.include_router(module.router, responses=ERROR_RESPONSES)

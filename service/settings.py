@@ -8,6 +8,7 @@ flag ``--<name>``; flags win over the environment. Nothing reads settings at imp
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     )
     cache_size: int = Field(
         default=128, ge=0, description="Usage answers kept per process for repeated polls (0: off)."
+    )
+    compute_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Usage answers computed at once (default: one per CPU); more requests wait.",
     )
 
     @property

@@ -50,6 +50,7 @@ def test_every_setting_has_a_flag_and_an_environment_variable(
         "summary_usage": "auto",
         "log_level": "debug",
         "cache_size": "5",
+        "compute_threads": "3",
     }
     assert set(values) == set(Settings.model_fields)
     from_flags = _settings(
@@ -156,6 +157,7 @@ def _one_line(result: subprocess.CompletedProcess) -> str:
         (["--port", "-1"], {}, "--port=-1"),
         ([], {"TRACE_USAGE_PORT": "abc"}, "TRACE_USAGE_PORT=abc"),
         ([], {"TRACE_USAGE_MAX_BODY_BYTES": "0"}, "TRACE_USAGE_MAX_BODY_BYTES=0"),
+        (["--compute-threads", "0"], {}, "--compute-threads=0"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_where_it_came_from(

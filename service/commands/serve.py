@@ -46,7 +46,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {
             "default": None,
             "help": f"{field.description} (env TRACE_USAGE_{name.upper()}, "
-            f"default {field.default})",
+            f"default {field.get_default(call_default_factory=True)})",
         }
         if get_origin(field.annotation) is Literal:
             kwargs["choices"] = get_args(field.annotation)

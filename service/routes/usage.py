@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import anyio
 import polars as pl
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -111,15 +110,17 @@ async def _answer(
     """The answer's body: from the cache, whole when the cache could keep it, else streamed.
 
     A cached answer is sent from the event loop; anything else is computed on one worker
-    thread. A big answer (tens of MB for a 100,000-call trace) is sent as it is written,
-    so the client reads one part while the next is being written.
+    thread, at most ``compute_threads`` answers at once. A big answer (tens of MB for a
+    100,000-call trace) is sent as it is written, so the client reads one part while the
+    next is being written.
     """
     cache: AnswerCache = request.app.state.usage_cache
     cached = cache.get(key) if key is not None else None
     if cached is not None:
         body, request.state.calls_selected, *headers = cached
         return Response(body, media_type=JSON, headers=headers[0] if headers else None)
-    return await run_in_threadpool(_computed, request, cache, key, compute)
+    slots = request.app.state.compute_slots
+    return await anyio.to_thread.run_sync(_computed, request, cache, key, compute, limiter=slots)
 
 
 def _computed(
