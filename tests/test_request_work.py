@@ -29,7 +29,7 @@ from service.settings import Settings
 from service.store import CallStore
 
 SIZES = (1, 100, 1_000)
-POLARS_QUERIES = 12  # per uncached /trace/usage answer, costs on or off (23 before issue 15)
+POLARS_QUERIES = 3  # per uncached /trace/usage answer, costs on or off (23 before issue 15)
 TRACE_READS = 2  # calls and usage of the named traces
 THREAD_HOPS = 1  # the route computes on one worker thread; its dependencies run on the loop
 
