@@ -1,12 +1,14 @@
 """``compute_threads``: at most that many usage answers are computed at once.
 
 More would share the cores (and the GIL) and all finish late; the rest wait for a slot,
-and a cached answer needs none.
+and a cached answer needs none. A request whose client left while it waited is not
+computed at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -36,17 +38,18 @@ def _until(condition: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("slots", [1, 2])
-def test_answers_beyond_the_slots_wait_for_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int
-) -> None:
+@pytest.fixture
+def held_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Any:
+    """An app with ``request.param`` compute slots whose computations wait for ``release``."""
+    slots = request.param
     settings = Settings(data_dir=tmp_path, cache_size=0, compute_threads=slots)
     _, secret = KeyStore(settings.keys_path).add("ada", [PROJECT])
     store = CallStore(settings.db_path)
     trace = generate("agent", 5, seed=1)
     store.write_parts(trace.calls.with_columns(pl.lit(True).alias("complete")))
     app = create_app(settings, store=store)
-    limiter = app.state.compute_slots
     release, computing = threading.Event(), []
     compute = usage_route.trace_usage
 
@@ -57,14 +60,23 @@ def test_answers_beyond_the_slots_wait_for_one(
 
     monkeypatch.setattr(usage_route, "trace_usage", held)
     body = json.dumps(trace.request(True)).encode()
+    try:
+        yield app, slots, ("ada", secret), body, release, computing
+    finally:
+        release.set()
+        store.close()
+
+
+@pytest.mark.parametrize("held_app", [1, 2], indirect=True)
+def test_answers_beyond_the_slots_wait_for_one(held_app: Any) -> None:
+    app, slots, auth, body, release, computing = held_app
+    limiter = app.state.compute_slots
 
     async def scenario() -> list[int]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             posts = [
-                asyncio.ensure_future(
-                    client.post("/trace/usage", content=body, auth=("ada", secret))
-                )
+                asyncio.ensure_future(client.post("/trace/usage", content=body, auth=auth))
                 for _ in range(slots + 1)
             ]
             # every slot is taken by a held computation, and one more request waits
@@ -79,8 +91,52 @@ def test_answers_beyond_the_slots_wait_for_one(
             assert waiting == slots
             return [answer.status_code for answer in answers]
 
-    try:
-        assert asyncio.run(scenario()) == [200] * (slots + 1)
-    finally:
-        store.close()
+    assert asyncio.run(scenario()) == [200] * (slots + 1)
     assert len(computing) == slots + 1
+
+
+@pytest.mark.parametrize("held_app", [1], indirect=True)
+def test_a_request_whose_client_left_while_it_waited_is_not_computed(held_app: Any) -> None:
+    app, _, auth, body, release, computing = held_app
+    limiter = app.state.compute_slots
+    basic = b"Basic " + base64.b64encode(":".join(auth).encode())
+    left, statuses = asyncio.Event(), []
+
+    async def receive() -> dict[str, Any]:
+        if not left.is_set():
+            left.set()
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}  # the client is gone
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def scenario() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.ensure_future(client.post("/trace/usage", content=body, auth=auth))
+            assert await asyncio.to_thread(_until, lambda: len(computing) == 1)
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/trace/usage",
+                "raw_path": b"/trace/usage",
+                "query_string": b"",
+                "root_path": "",
+                "headers": [(b"host", b"t"), (b"authorization", basic)],
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80),
+            }
+            gone = asyncio.ensure_future(app(scope, receive, send))
+            assert await asyncio.to_thread(_until, lambda: limiter.statistics().tasks_waiting == 1)
+            release.set()
+            await gone
+            return (await first).status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert statuses == [usage_route.CLIENT_GONE]
+    assert len(computing) == 1  # only the first request was computed

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 JSON = "application/json"
 TRUNCATED = "X-Trace-Usage-Truncated"  # "true" when ``limit`` cut the selection
 SELECTED_CALLS = "X-Trace-Usage-Selected-Calls"  # how many calls it held before the cut
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never read by anyone
 router = APIRouter(tags=["usage"])
 
 
@@ -110,7 +111,8 @@ async def _answer(
     """The answer's body: from the cache, whole when the cache could keep it, else streamed.
 
     A cached answer is sent from the event loop; anything else is computed on one worker
-    thread, at most ``compute_threads`` answers at once. A big answer (tens of MB for a
+    thread, at most ``compute_threads`` answers at once; a request whose client left while
+    it waited for its turn is not computed. A big answer (tens of MB for a
     100,000-call trace) is sent as it is written, so the client reads one part while the
     next is being written.
     """
@@ -119,8 +121,10 @@ async def _answer(
     if cached is not None:
         body, request.state.calls_selected, *headers = cached
         return Response(body, media_type=JSON, headers=headers[0] if headers else None)
-    slots = request.app.state.compute_slots
-    return await anyio.to_thread.run_sync(_computed, request, cache, key, compute, limiter=slots)
+    async with request.app.state.compute_slots:
+        if await request.is_disconnected():  # the client left while its request waited
+            return Response(status_code=CLIENT_GONE)
+        return await anyio.to_thread.run_sync(_computed, request, cache, key, compute)
 
 
 def _computed(
