@@ -37,6 +37,7 @@ SPLIT_BYTES = 1 << 20  # bodies from this size are parsed item by item
 WINDOW_BYTES = 1 << 20  # decoded text a big body is read through
 _SPACE = re.compile(r"[ \t\n\r]*")
 _ESCAPE = re.compile(rb"\\u[dD]")
+_NUMBER_TAIL = re.compile(r"[0-9eE.+-]*")
 _DECODER = json.JSONDecoder()
 
 
@@ -213,9 +214,16 @@ class _Scanner:
                 raise self.error(err.msg, err.pos) from None
             except RecursionError:
                 raise json.JSONDecodeError("nested too deeply", "", 0) from None
-            if end < len(self.text) or not self._more():  # a number may go on past the window
+            if not self._cut_short(value, end) or not self._more():
                 self.at = end
                 return value
+
+    def _cut_short(self, value: Any, end: int) -> bool:
+        """Whether ``value`` is a number that the window's edge may have cut (``12`` of
+        ``123``, ``1.5`` of ``1.5e3``); any other value ends with its own last character."""
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        return _NUMBER_TAIL.match(self.text, end).end() == len(self.text)  # type: ignore[union-attr]
 
     def members(self, lists: typing.Collection[str]) -> Iterator[tuple[str, Any]]:
         """``(key, value)`` of the object's members; the value of a ``lists`` member that
@@ -358,6 +366,7 @@ class BodyStream(Generic[M]):
                     del done
         except json.JSONDecodeError as err:
             raise _malformed(self._raw, err) from None
+        self._raw, scanner, members = b"", None, iter(())  # read: the body can go
         found = [e for errs in errors.values() for e in errs]
         if found:
             raise RequestValidationError(found)

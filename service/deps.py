@@ -111,11 +111,12 @@ def json_body(model: type[M], *, stream: bool = False) -> Any:
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         del chunks
         with gc_paused(len(raw)):  # until the route is done with what the body became
-            yield (
-                BodyStream(model, raw)
-                if stream
-                else await run_in_threadpool(validate_json, model, raw)
-            )
+            if stream:
+                parsed: Any = BodyStream(model, raw)
+            else:
+                parsed = await run_in_threadpool(validate_json, model, raw)
+            del raw  # a stream lets go of the body once it is read
+            yield parsed
 
     body.body_model = model  # type: ignore[attr-defined]
     return Depends(body)

@@ -203,6 +203,8 @@ def merge_parts(parts: pl.DataFrame) -> pl.DataFrame:
     key = [s.PROJECT_ID, s.ID]
     if not parts.select(pl.struct(key).is_duplicated().any()).item():
         return parts
+    parts = parts.rechunk()  # a gather across chunks copies the strings it takes; from one,
+    # the string views share their buffers (a 30 MB batch of 256-item chunks: 42 -> 13 MB)
     has_start = pl.col(COMPLETE) | pl.col(s.OP_NAME).is_not_null()
     has_end = pl.col(COMPLETE) | pl.col(s.ENDED_AT).is_not_null()
     # a side no part carries keeps the first part's placeholders, as a single write would;
