@@ -176,18 +176,13 @@ def rollup_rows(
     answer, to_answer = _sort_keys(np.concatenate(answer_rows), (n * width).bit_length())
     lo, hi = np.concatenate(los)[to_answer], np.concatenate(his)[to_answer]
 
-    def total(names: list[str]) -> np.ndarray:
-        """The metrics ``names`` summed over each answer row's range (a row per metric): a
-        difference of prefix sums."""
-        values = np.stack([rows.get_column(name).to_numpy() for name in names])
-        prefix = np.zeros((len(names), len(row_order) + 1), dtype=np.int64)
-        np.cumsum(values[:, row_order], axis=1, out=prefix[:, 1:])
-        return np.subtract(prefix[:, hi], prefix[:, lo])
+    def total(name: str) -> np.ndarray:
+        """``name`` summed over each answer row's range: a difference of prefix sums."""
+        prefix = np.zeros(len(row_order) + 1, dtype=np.int64)
+        np.cumsum(rows.get_column(name).to_numpy()[row_order], out=prefix[1:])
+        return np.subtract(prefix[hi], prefix[lo])
 
-    half = (len(metrics) + 1) // 2  # on the threads, half of the metrics each
-    parts = [metrics[:half], metrics[half:]] if threaded else [metrics]
-    sums = workers.map_all(total, [part for part in parts if part], threaded)
-    totals = dict(zip(metrics, (row for block in sums for row in block), strict=True))
+    totals = dict(zip(metrics, workers.map_all(total, metrics, threaded), strict=True))
     return Rolled(answer // width, answer % width, groups, totals)
 
 
