@@ -292,9 +292,9 @@ def lookup_prices(
     keys: pl.DataFrame, prices: pl.LazyFrame | pl.DataFrame, project_id: str
 ) -> pl.DataFrame:
     """:func:`choose_prices`, read off the (kept) timeline of ``prices`` for ``project_id``:
-    one binary search of all rows at once among the steps keyed by (model, start); a start
-    before its model's first step has that step's pick ("dawn"). NumPy and Arrow do the
-    work, so a small request pays no Polars query for its prices.
+    each distinct model's picks from each of the table's step starts on, then each row's
+    at its start; a start before its model's first step has that step's pick ("dawn").
+    NumPy and Arrow do the work, so a small request pays no Polars query for its prices.
 
     Examples
     --------
@@ -312,16 +312,21 @@ def lookup_prices(
     steps = _TIMELINES.steps(prices, project_id)
     models = keys.get_column(s.MODEL).cast(pl.String).to_arrow()
     distinct = pc.dictionary_encode(models, null_encoding="encode")  # a null model: None
-    # each distinct model's code in the timeline (-1: no prices), then each row's
+    # each distinct model's code in the timeline (-1: no prices)
     known = [-1 if m is None else steps.codes.get(m, -1) for m in distinct.dictionary.to_pylist()]
-    code = np.array(known, dtype=np.int64)[distinct.indices.to_numpy()]
+    code = np.array(known, dtype=np.int64)
+    model = distinct.indices.to_numpy()  # each row's distinct model
     starts = keys.get_column(s.STARTED_AT).to_numpy().view(np.int64)
-    missing = (code < 0) | (starts == _NO_START)
+    missing = (code[model] < 0) | (starts == _NO_START)
     if len(steps.seq):
+        # each distinct model's pick from each moment on (a handful of models times the
+        # moments: fewer searches than rows): the last of its steps not after the moment,
+        # else its first; then each row's, at the last moment not after its start
         code = np.maximum(code, 0)
-        # the last step of the row's model not after its start, else the model's first
-        wanted = code * (len(steps.moments) + 1) + np.searchsorted(steps.moments, starts, "right")
-        at = np.maximum(np.searchsorted(steps.keys, wanted, "right") - 1, steps.first[code])
+        wanted = code[:, None] * (len(steps.moments) + 1) + np.arange(len(steps.moments) + 1)
+        picks = np.searchsorted(steps.keys, wanted, "right") - 1
+        picks = np.maximum(picks, steps.first[code][:, None])
+        at = picks[model, np.searchsorted(steps.moments, starts, "right")]
         seq, table = steps.seq[at], steps.prices[at]
     else:  # no model has a price: every row is missing
         seq, table = np.zeros(keys.height, dtype=np.int64), np.zeros((keys.height, 4))
