@@ -4,16 +4,19 @@ The JSON is assembled by Polars string expressions, so a 100,000-call answer nev
 100,000 pydantic objects; :func:`to_dict` parses that same text for Python callers.
 
 A 100,000-call answer is ~50 MB of JSON, so the text is written in one pass: one piece per
-usage row, in answer order, each carrying whatever comes before it (a comma, or the call's
-opening with the calls that have no usage since the previous call) and after it (the
-call's closing brace). The pieces of a batch of rows lie back to back in Polars' string
-buffers, which :func:`json_chunks` hands out without copying, batch by batch, so that a
-server can send one batch while the next is being written.
+usage row, in answer order, each carrying what comes before it: a comma, or for a call's
+first row the close of the call before, the calls with no usage since, and its own opening.
+The pieces of a batch of rows lie back to back in Polars' string buffers, which
+:func:`json_chunks` hands out without copying, batch by batch, so that a server can send
+one batch while the next is being written. A batch is one Polars query, whatever the size
+(and the calls' openings none: Arrow writes them), with the per-metric expressions built
+once per kind of usage frame.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import schema as s
 from engine import workers
@@ -28,6 +32,8 @@ from engine import workers
 _HEAD = b'{"call_usage":{'
 _BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with sending
 _INLINE = 12  # Arrow string views hold a string of up to 12 bytes in the view itself
+# a call's text around its id (``},"id":{``), joined with no separator
+_CLOSE, _OPEN, _JOINED = (pa.scalar(text, pa.large_string()) for text in ('},"', '":{', ""))
 _PLACES = np.arange(_INLINE)  # the places of a short string's bytes in its view
 
 
@@ -75,63 +81,84 @@ def _positions(call_ids: pl.Series, usage: pl.DataFrame) -> tuple[pl.DataFrame, 
     return ordered.drop("__call"), ordered.get_column("__call").cast(pl.Int64).to_numpy()
 
 
+def _kind(column: pl.Series) -> str:
+    """How a metric column is written: ``null`` (all null), ``text`` (as cast to text),
+    ``nullable`` (some null), ``nonfinite`` (a float that is not finite), ``other``."""
+    nulls = column.null_count()
+    if nulls == column.len():
+        return "null"
+    if not column.dtype.is_numeric():
+        return "other"
+    if column.dtype.is_float():
+        values = column.to_numpy()  # nulls as NaN
+        if np.isinf(values).any() or np.count_nonzero(np.isnan(values)) > nulls:
+            return "nonfinite"
+    return "nullable" if nulls else "text"
+
+
+def _value(name: str, kind: str) -> pl.Expr | str:
+    """A metric as JSON text: integers and finite floats as they are, the rest ``null``."""
+    if kind == "null":
+        return "null"
+    text = pl.col(name).cast(pl.String)
+    if kind == "nonfinite":
+        text = pl.when(pl.col(name).is_finite()).then(text)
+    return text if kind == "text" else text.fill_null("null")
+
+
 @functools.lru_cache(maxsize=64)
-def _entry(metrics: tuple[tuple[str, bool], ...], escape_model: bool) -> pl.Expr:
-    """``"model":{"metric":value,...}`` of each usage row, for ``metrics`` (name, whether
-    the column is all null) in order; built once per shape of usage frame, as building
-    per-metric expressions costs more than running them on a few rows.
-
-    Polars' JSON writer writes each run of metrics that hold values (integers as they are,
-    floats as their shortest text, non-finite floats and nulls as ``null``); an all-null
-    metric is constant text.
-    """
+def _entry(metrics: tuple[tuple[str, str], ...], escape_model: bool) -> tuple[pl.Expr, ...]:
+    """The parts of ``"model":{"metric":value,...}`` for each usage row, for ``metrics``
+    (name and :func:`_kind`); built once per kind of usage frame, as the expressions cost
+    more to build than to run on a few rows."""
     model = pl.col(s.MODEL)
-    parts: list[pl.Expr | str] = ['"', _escaped(model) if escape_model else model, '":{']
-    for i, (names, null) in enumerate(_runs(metrics)):
-        if i:
-            parts.append(",")
-        if null:
-            parts.append(",".join(f"{orjson.dumps(name).decode()}:null" for name in names))
-        else:  # the run's ``{...}`` without its braces
-            parts.append(pl.struct(names).struct.json_encode().str.slice(1).str.head(-1))
-    parts.append("}")
-    return _concat(parts)
-
-
-def _runs(metrics: tuple[tuple[str, bool], ...]) -> list[tuple[list[str], bool]]:
-    """``metrics`` cut into runs of consecutive all-null or not all-null metrics."""
-    runs: list[tuple[list[str], bool]] = []
-    for name, null in metrics:
-        if runs and runs[-1][1] == null:
-            runs[-1][0].append(name)
-        else:
-            runs.append(([name], null))
-    return runs
-
-
-def _concat(parts: list[pl.Expr | str]) -> pl.Expr:
-    """``concat_str`` of ``parts``, adjacent constant texts merged into one literal."""
-    merged: list[pl.Expr | str] = []
+    parts: list[pl.Expr | str] = ['"', _escaped(model) if escape_model else model]
+    if any(kind == "other" for _, kind in metrics):
+        names = [name for name, _ in metrics]
+        parts += ['":', pl.struct(names).struct.json_encode()]
+    else:
+        for i, (name, kind) in enumerate(metrics):
+            parts.append('":{' * (i == 0) + "," * (i > 0) + f'"{name}":')
+            parts.append(_value(name, kind))
+        parts.append("}" if metrics else '":{}')
+    merged: list[pl.Expr | str] = []  # adjacent constant texts as one literal
     for part in parts:
         if isinstance(part, str) and merged and isinstance(merged[-1], str):
             merged[-1] += part
         else:
             merged.append(part)
-    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in merged])
+    return tuple(pl.lit(p) if isinstance(p, str) else p for p in merged)
 
 
-def _spread(values: pl.Expr, where: np.ndarray, size: int) -> pl.Expr | None:
-    """``values`` placed at the increasing positions ``where`` of ``size`` rows, null at the
-    others (None if all are: no values)."""
+def _heads(ids: pl.Series, openers: np.ndarray) -> tuple[pl.Series, memoryview]:
+    """The text in front of the first usage row of each call in ``openers`` (increasing row
+    numbers in ``ids``), and the text after the last one.
+
+    Every call is written ``},"id":{``: it closes the call before it and opens its own, so a
+    call without usage becomes ``"id":{}`` once the next one is written. The text in front
+    of an opener is that of the calls since the previous opener, itself included: a range
+    of the text of all calls, so each is new offsets over the same data buffer.
+    """
+    text = pc.binary_join_element_wise(_CLOSE, _large_text(ids), _OPEN, _JOINED)
+    ends = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :][: len(text) + 1]
+    data = text.buffers()[2] or pa.py_buffer(b"")
+    bounds = np.ascontiguousarray(ends[np.append(0, openers + 1)])
+    heads = pa.LargeStringArray.from_buffers(len(openers), pa.py_buffer(bounds), data)
+    return pl.Series(heads), memoryview(data)[bounds[-1] : ends[-1]]
+
+
+def _spread(values: pl.Expr, where: np.ndarray, size: int, fill: str) -> pl.Expr:
+    """``values`` placed at the increasing positions ``where`` of ``size`` rows, ``fill``
+    at the others."""
     if len(where) == size:
         return values
     if not len(where):
-        return None
+        return pl.lit(fill)
     at = np.zeros(size, dtype=np.int64)
     at[where] = np.arange(len(where))
     unset = np.ones(size, dtype=bool)
     unset[where] = False
-    return values.gather(pl.lit(pl.Series(pa.array(at, mask=unset))))
+    return values.gather(pl.lit(pl.Series(pa.array(at, mask=unset)))).fill_null(fill)
 
 
 def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
@@ -147,16 +174,13 @@ def _buffers(pieces: pl.Series) -> Iterator[bytes | memoryview]:
         views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
         views = views[arr.offset : arr.offset + len(arr)]
         length, buffer, offset = views[:, 0], views[:, 2], views[:, 3]
-        same = buffer[1:] == buffer[:-1]
-        if (
-            (length > _INLINE).all()
-            and (buffer[1:] >= buffer[:-1]).all()
-            and (offset[1:][same] == (offset[:-1] + length[:-1])[same]).all()
-        ):
-            starts = np.flatnonzero(np.append(True, ~same))
-            ends = np.append(starts[1:], len(arr)) - 1
-            for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
-                yield memoryview(buffers[2 + buffer[i]])[offset[i] : offset[j] + length[j]]
+        end = offset + length
+        # a new run of text where a piece does not start where the one before ends
+        runs = np.flatnonzero((offset[1:] != end[:-1]) | (buffer[1:] != buffer[:-1])) + 1
+        if (length > _INLINE).all() and (buffer[runs] > buffer[runs - 1]).all():
+            bounds = [0, *runs.tolist(), len(arr)]
+            for i, j in itertools.pairwise(bounds):
+                yield memoryview(buffers[2 + buffer[i]])[offset[i] : end[j - 1]]
             return
     large = _large_text(pieces)
     offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset :]
@@ -173,10 +197,8 @@ def json_chunks(
 ) -> Iterator[bytes | memoryview]:
     """The response body in pieces whose concatenation is :func:`to_json`.
 
-    The calls' text is written as rows: a call's usage rows, or one row for a call with
-    none. A row that starts a call closes the one before and opens its own (``},"id":{``),
-    any other row starts with a comma; then comes its usage entry, if any. The first row
-    drops its ``},``. One query writes a batch of rows, whatever their kinds.
+    The first call's ``},`` is dropped, and the text after the last usage row closes the
+    last call.
 
     Work happens as the pieces are asked for, a batch of rows at a time; while one batch is
     being handed out the next is written on a worker thread, so at most two batches' text
@@ -185,48 +207,32 @@ def json_chunks(
     if call_index is None:
         usage, call_index = _positions(call_ids, usage)
     ids = call_ids if call_ids.dtype == pl.String else call_ids.cast(pl.String)
+    if _needs_escape(ids):
+        ids = pl.select(_escaped(pl.lit(ids))).to_series()
     n, m = ids.len(), len(call_index)
-    counts = np.bincount(call_index, minlength=n)
-    bare = counts == 0
-    call_row = np.zeros(n + 1, dtype=np.int64)  # the row each call starts at, then the end
-    np.cumsum(np.maximum(counts, 1), out=call_row[1:])
-    usage_row = np.arange(m) + (np.cumsum(bare) - bare)[call_index]  # after the bare calls
-    escape_ids = _needs_escape(ids)
-    escape_model = m > 0 and _needs_escape(usage.get_column(s.MODEL))
-    metrics = tuple(
-        (name, usage.get_column(name).null_count() == m)
-        for name in usage.columns
-        if name not in (s.ID, s.MODEL)
-    )
-    entry = _entry(metrics, escape_model)
+    first = np.ones(m, dtype=bool)
+    np.not_equal(call_index[1:], call_index[:-1], out=first[1:])
+    starts = np.flatnonzero(first)  # the first usage row of each call that has some
+    heads, tail = _heads(ids, call_index[starts])
+    kinds = tuple((c.name, _kind(c)) for c in usage.get_columns() if c.name not in (s.ID, s.MODEL))
+    entry = _entry(kinds, m > 0 and _needs_escape(usage.get_column(s.MODEL)))
 
     def batch(lo: int) -> pl.Series:
-        hi = min(lo + _BATCH_ROWS, int(call_row[n]))
-        c_lo, c_hi = np.searchsorted(call_row[:n], (lo, hi)).tolist()
-        u_lo, u_hi = np.searchsorted(usage_row, (lo, hi)).tolist()
-        opened = pl.lit(ids.slice(c_lo, c_hi - c_lo))
-        opened = _spread(
-            _escaped(opened) if escape_ids else opened, call_row[c_lo:c_hi] - lo, hi - lo
-        )
-        text = (
-            pl.lit(",") if opened is None else pl.concat_str(pl.lit('},"'), opened, pl.lit('":{'))
-        )
-        if c_hi - c_lo not in (0, hi - lo):
-            text = text.fill_null(",")
-        used = _spread(entry, usage_row[u_lo:u_hi] - lo, hi - lo)
-        if used is not None:
-            text = pl.concat_str(text, used, ignore_nulls=True)
-        return usage.slice(u_lo, u_hi - u_lo).select(text).to_series()
+        rows = usage.slice(lo, _BATCH_ROWS)
+        k_lo, k_hi = np.searchsorted(starts, (lo, lo + rows.height)).tolist()
+        head = pl.lit(heads.slice(k_lo, k_hi - k_lo))
+        prefix = _spread(head, starts[k_lo:k_hi] - lo, rows.height, ",")
+        return rows.select(pl.concat_str(prefix, *entry)).to_series()
 
     yield _HEAD
-    starts_at = range(0, int(call_row[n]), _BATCH_ROWS)
+    starts_at = range(0, m, _BATCH_ROWS)
     # several batches: the next one is written on a worker thread meanwhile
-    texts = map(batch, starts_at) if len(starts_at) <= 1 else workers.map_ahead(batch, starts_at)
-    skip = 2  # the first row's "},"
-    for text in texts:
-        for piece in _buffers(text):
-            yield memoryview(piece)[skip:] if skip else piece
-            skip = 0
+    texts = map(batch, starts_at) if m <= _BATCH_ROWS else workers.map_ahead(batch, starts_at)
+    skip = 2  # the first call's "},"
+    for piece in itertools.chain.from_iterable(map(_buffers, texts)):
+        yield memoryview(piece)[skip:] if skip else piece
+        skip = 0
+    yield tail[skip:]
     yield b"}" * (n > 0) + b'},"unfinished_call_ids":' + orjson.dumps(unfinished) + b"}"
 
 
