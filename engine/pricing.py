@@ -286,6 +286,9 @@ class _Timelines:
 
 _TIMELINES = _Timelines()
 _NO_START = np.iinfo(np.int64).min  # a null start, as NumPy reads it
+# answers without rows, copied (``clear``) rather than built: building costs ~0.1 ms
+_NO_PRICES = pl.DataFrame(schema={s.PRICE_SEQ: pl.Int64, **dict.fromkeys(s.PRICES, pl.Float64)})
+_NO_ROWS = pl.DataFrame(schema=s.RESULT_SCHEMA)
 
 
 def lookup_prices(
@@ -309,6 +312,8 @@ def lookup_prices(
     >>> lookup_prices(keys, prices, "e/p").get_column("seq").to_list()
     [0, 1, None]
     """
+    if not keys.height:  # nothing to look up (a trace without usage)
+        return _NO_PRICES.clear()
     steps = _TIMELINES.steps(prices, project_id)
     models = keys.get_column(s.MODEL).cast(pl.String).to_arrow()
     distinct = pc.dictionary_encode(models, null_encoding="encode")  # a null model: None
@@ -379,6 +384,8 @@ def cost_rows(
     groups of one model under several price rows are then merged. Returns the rows and the
     row number in ``ids`` of each, non-decreasing.
     """
+    if not len(call):  # no usage: nothing to cost or gather
+        return _NO_ROWS.clear(), call
     tokens = {name: totals[name] for name in s.TOKENS}
     models = groups.get_column(s.MODEL)
     if include_costs:  # nulls (unpriced models) read as NaN, which cost 0

@@ -132,3 +132,12 @@ def test_null_models_and_starts_are_unpriced_and_the_rest_unchanged() -> None:
     want = choose_prices(priced, table, PROJECT)
     assert got.filter(pl.col(s.PRICE_SEQ).is_not_null()).equals(want)
     assert got.schema == want.schema
+
+
+def test_no_keys_give_an_empty_frame_of_the_ranking_s_schema() -> None:
+    keys = pl.DataFrame(schema={s.MODEL: pl.String, s.STARTED_AT: s.TIMESTAMP})
+    table = price_table()
+    first, second = lookup_prices(keys, table, PROJECT), lookup_prices(keys, table, PROJECT)
+    assert first.equals(choose_prices(keys, table, PROJECT))
+    assert first.schema == choose_prices(keys, table, PROJECT).schema
+    assert first is not second  # a fresh frame each time: callers may extend it in place
