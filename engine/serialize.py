@@ -34,7 +34,6 @@ _BATCH_ROWS = 16_384  # ~5 MB of text: small enough to overlap writing with send
 _INLINE = 12  # Arrow string views hold a string of up to 12 bytes in the view itself
 # a call's text around its id (``},"id":{``), joined with no separator
 _CLOSE, _OPEN, _JOINED = (pa.scalar(text, pa.large_string()) for text in ('},"', '":{', ""))
-_PLACES = np.arange(_INLINE)  # the places of a short string's bytes in its view
 
 
 def _large_text(values: pl.Series) -> pa.LargeStringArray:
@@ -43,30 +42,14 @@ def _large_text(values: pl.Series) -> pa.LargeStringArray:
     return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
 
 
-def _needs_escape(values: pl.Series) -> bool:
-    """Whether a value may hold a character a JSON string literal cannot hold as it is.
-
-    Read from Polars' string views without copying: the bytes of short values in the views,
-    then the buffers that long ones point into. A byte in those buffers that no value uses
-    can only give a false "maybe", which costs escaping text that needs none.
-    """
-    arr = values.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    if isinstance(arr, pa.StringViewArray) and not arr.null_count:
-        buffers = arr.buffers()
-        views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
-        views = views[arr.offset : arr.offset + len(arr)]
-        data = [np.frombuffer(b, dtype=np.uint8) for b in buffers[2:]]
-        short = views[views[:, 0] <= _INLINE]
-        if len(short):  # the bytes past a short string's end are not its own
-            inline = short[:, 1:].view(np.uint8)
-            data.append(np.where(short[:, :1] > _PLACES, inline, ord("a")).ravel())
-    else:
-        text = _large_text(values).buffers()[2]
-        data = [np.frombuffer(text, dtype=np.uint8)] if text is not None else []
-    return any(
-        len(d) and bool(d.min() < 0x20 or (d == ord('"')).any() or (d == ord("\\")).any())
-        for d in data
-    )
+def _needs_escape(text: pa.LargeStringArray) -> bool:
+    """Whether a value holds a character a JSON string literal cannot hold as it is."""
+    data = text.buffers()[2]
+    if data is None:
+        return False
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[len(text)]]
+    return bool(len(raw)) and bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _escaped(text: pl.Expr) -> pl.Expr:
@@ -130,7 +113,7 @@ def _entry(metrics: tuple[tuple[str, str], ...], escape_model: bool) -> tuple[pl
     return tuple(pl.lit(p) if isinstance(p, str) else p for p in merged)
 
 
-def _heads(ids: pl.Series, openers: np.ndarray) -> tuple[pl.Series, memoryview]:
+def _heads(ids: pa.LargeStringArray, openers: np.ndarray) -> tuple[pl.Series, memoryview]:
     """The text in front of the first usage row of each call in ``openers`` (increasing row
     numbers in ``ids``), and the text after the last one.
 
@@ -139,7 +122,7 @@ def _heads(ids: pl.Series, openers: np.ndarray) -> tuple[pl.Series, memoryview]:
     of an opener is that of the calls since the previous opener, itself included: a range
     of the text of all calls, so each is new offsets over the same data buffer.
     """
-    text = pc.binary_join_element_wise(_CLOSE, _large_text(ids), _OPEN, _JOINED)
+    text = pc.binary_join_element_wise(_CLOSE, ids, _OPEN, _JOINED)
     ends = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :][: len(text) + 1]
     data = text.buffers()[2] or pa.py_buffer(b"")
     bounds = np.ascontiguousarray(ends[np.append(0, openers + 1)])
@@ -206,16 +189,17 @@ def json_chunks(
     """
     if call_index is None:
         usage, call_index = _positions(call_ids, usage)
-    ids = call_ids if call_ids.dtype == pl.String else call_ids.cast(pl.String)
+    call_ids = call_ids if call_ids.dtype == pl.String else call_ids.cast(pl.String)
+    ids = _large_text(call_ids)
     if _needs_escape(ids):
-        ids = pl.select(_escaped(pl.lit(ids))).to_series()
-    n, m = ids.len(), len(call_index)
+        ids = _large_text(pl.select(_escaped(pl.lit(call_ids))).to_series())
+    n, m = len(ids), len(call_index)
     first = np.ones(m, dtype=bool)
     np.not_equal(call_index[1:], call_index[:-1], out=first[1:])
     starts = np.flatnonzero(first)  # the first usage row of each call that has some
     heads, tail = _heads(ids, call_index[starts])
     kinds = tuple((c.name, _kind(c)) for c in usage.get_columns() if c.name not in (s.ID, s.MODEL))
-    entry = _entry(kinds, m > 0 and _needs_escape(usage.get_column(s.MODEL)))
+    entry = _entry(kinds, m > 0 and _needs_escape(_large_text(usage.get_column(s.MODEL))))
 
     def batch(lo: int) -> pl.Series:
         rows = usage.slice(lo, _BATCH_ROWS)
