@@ -110,6 +110,23 @@ def _surrogate_error(path: tuple[str | int, ...]) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", *path), "msg": msg}])
 
 
+def _refuse_surrogates(value: Any, path: tuple[str | int, ...]) -> None:
+    """The 422 of ``value`` (at ``path``) if it holds a lone surrogate, as the parser of a
+    whole body (``orjson``) would refuse it."""
+    found = _surrogate_at(value, path)
+    if found is not None:
+        raise _surrogate_error(found)
+
+
+def _unknown_paths(key: str, start: int, items: list[Any]) -> list[str]:
+    """The unknown fields of validated list items, as the whole model names them."""
+    return [
+        f"{key}[{i}].{field}"
+        for i, item in enumerate(items, start)
+        for field in getattr(item, "_unknown_fields", ())
+    ]
+
+
 def _malformed(raw: bytes, err: json.JSONDecodeError) -> RequestValidationError:
     """The 422 of an unreadable body; a lone surrogate, which the parser refuses without
     saying where, is looked for again (only then) to name its field."""
@@ -324,46 +341,24 @@ class BodyStream(Generic[M]):
         lists = _list_fields(self.model)
         big = len(self._raw) >= SPLIT_BYTES and lists
         scanner = _Scanner(self._raw) if big else None
-        sink = _UNKNOWN.get()
         head: dict[str, Any] = {}
         errors: dict[str, list[Any]] = {}  # by list field
         unknown: dict[str, list[str]] = {}
         try:
             members = scanner.members(lists) if scanner is not None else self._parsed(lists)
             for key, value in members:
-                escapes = scanner is not None and scanner.escapes
-                if not isinstance(value, Iterator):
-                    head[key] = value
-                    if escapes and (path := _surrogate_at(value, (key,))) is not None:
-                        raise _surrogate_error(path)
+                if isinstance(value, Iterator):
+                    head[key], errors[key], unknown[key] = [], [], []
+                    yield key, 0, []
+                    for start, done in self._validated(key, lists[key], value, scanner, errors):
+                        unknown[key] += _unknown_paths(key, start, done)
+                        if not any(errors.values()):
+                            yield key, start, done
+                        del done
                     continue
-                head[key], errors[key], unknown[key] = [], [], []
-                yield key, 0, []
-                adapter = _adapter(lists[key])
-                for start, chunk in _batched(value, CHUNK_ITEMS):
-                    escapes = scanner is not None and scanner.escapes
-                    for i, item in enumerate(chunk if escapes else (), start):
-                        if (path := _surrogate_at(item, (key, i))) is not None:
-                            raise _surrogate_error(path)
-                    seen = sink.seen if sink is not None else 0
-                    try:
-                        done = adapter.validate_python(chunk)
-                    except ValidationError as err:
-                        errors[key] += [
-                            {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
-                            for e in err.errors(include_url=False, include_input=False)
-                        ]
-                        continue
-                    del chunk
-                    if sink is not None and sink.seen != seen:
-                        unknown[key] += [
-                            f"{key}[{i}].{field}"
-                            for i, item in enumerate(done, start)
-                            for field in getattr(item, "_unknown_fields", ())
-                        ]
-                    if not any(errors.values()):
-                        yield key, start, done
-                    del done
+                head[key] = value
+                if scanner is not None and scanner.escapes:
+                    _refuse_surrogates(value, (key,))
         except json.JSONDecodeError as err:
             raise _malformed(self._raw, err) from None
         self._raw, scanner, members = b"", None, iter(())  # read: the body can go
@@ -371,9 +366,36 @@ class BodyStream(Generic[M]):
         if found:
             raise RequestValidationError(found)
         self.head = self._validate_head(head)  # its list fields empty
-        if sink is not None:  # as the whole model would have named them
+        if (sink := _UNKNOWN.get()) is not None:  # as the whole model would name them
             own = getattr(self.head, "_unknown_fields", ())
             sink.paths = [*own, *(p for paths in unknown.values() for p in paths)]
+
+    @staticmethod
+    def _validated(
+        key: str,
+        annotation: Any,
+        items: Iterator[Any],
+        scanner: _Scanner | None,
+        errors: dict[str, list[Any]],
+    ) -> Iterator[tuple[int, list[Any]]]:
+        """``(index of the first, validated items)`` of the list ``key``, a chunk at a time;
+        the errors of the chunks that do not validate go to ``errors[key]``, located."""
+        adapter = _adapter(annotation)
+        for start, chunk in _batched(items, CHUNK_ITEMS):
+            if scanner is not None and scanner.escapes:
+                for i, item in enumerate(chunk, start):
+                    _refuse_surrogates(item, (key, i))
+            try:
+                done = adapter.validate_python(chunk)
+            except ValidationError as err:
+                errors[key] += [
+                    {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
+                    for e in err.errors(include_url=False, include_input=False)
+                ]
+                continue
+            del chunk
+            yield start, done
+            del done
 
     def map(self, handle: Callable[[list[Any], int], R]) -> dict[str, list[R]]:
         """``{list field: [handle(items, index of the first item) per chunk]}``.
