@@ -67,14 +67,14 @@ def _positions(call_ids: pl.Series, usage: pl.DataFrame) -> tuple[pl.DataFrame, 
 def _kind(column: pl.Series) -> str:
     """How a metric column is written: ``null`` (all null), ``text`` (as cast to text),
     ``nullable`` (some null), ``nonfinite`` (a float that is not finite), ``other``."""
-    nulls = column.null_count()
+    nulls, dtype = column.null_count(), column.dtype
     if nulls == column.len():
         return "null"
-    if not column.dtype.is_numeric():
+    if not dtype.is_numeric():
         return "other"
-    if column.dtype.is_float():
-        values = column.to_numpy()  # nulls as NaN
-        if np.isinf(values).any() or np.count_nonzero(np.isnan(values)) > nulls:
+    if dtype.is_float():
+        values = column.to_numpy()  # nulls as NaN: more non-finite values than nulls?
+        if values.size - np.count_nonzero(np.isfinite(values)) > nulls:
             return "nonfinite"
     return "nullable" if nulls else "text"
 
