@@ -389,7 +389,7 @@ class BodyStream(Generic[M]):
                 done = adapter.validate_python(chunk)
             except ValidationError as err:
                 errors[key] += [
-                    {**e, "loc": ("body", key, start + e["loc"][0], *e["loc"][1:])}
+                    {**e, "loc": ("body", key, start + int(e["loc"][0]), *e["loc"][1:])}
                     for e in err.errors(include_url=False, include_input=False)
                 ]
                 continue

@@ -101,7 +101,8 @@ def call_upsert_batch(
     def chunk_parts(
         items: list[CallBatchStartMode | CallBatchEndMode], first: int
     ) -> tuple[pl.DataFrame, list[CallStartRes | CallEndRes]]:
-        parts, res = [], []
+        parts: list[dict[str, Any]] = []
+        res: list[CallStartRes | CallEndRes] = []
         for i, item in enumerate(items, first):
             if isinstance(item, CallBatchStartMode) and item.mode == "start":
                 principal.check(item.req.start.project_id)
