@@ -72,6 +72,12 @@ def collect_unknown_fields() -> Iterator[UnknownFields]:
         _UNKNOWN.reset(token)
 
 
+def active_unknown_fields() -> UnknownFields | None:
+    """The sink of the innermost :func:`collect_unknown_fields`, if one is active (for
+    readers that validate a request in parts and name its unknown fields themselves)."""
+    return _UNKNOWN.get()
+
+
 def _children(name: str, value: Any) -> Iterator[tuple[str, Any]]:
     """``(path, model)`` for the models held by a field: itself, list items, dict values."""
     if isinstance(value, BaseModel):

@@ -28,7 +28,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from engine.models import _UNKNOWN  # the request's unknown-field sink
+from engine.models import active_unknown_fields
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -366,7 +366,7 @@ class BodyStream(Generic[M]):
         if found:
             raise RequestValidationError(found)
         self.head = self._validate_head(head)  # its list fields empty
-        if (sink := _UNKNOWN.get()) is not None:  # as the whole model would name them
+        if (sink := active_unknown_fields()) is not None:  # as the whole model would name them
             own = getattr(self.head, "_unknown_fields", ())
             sink.paths = [*own, *(p for paths in unknown.values() for p in paths)]
 

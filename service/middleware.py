@@ -155,7 +155,9 @@ class BodyLimitMiddleware:
                 if k not in (b"content-encoding", b"content-length")
             ]
             scope["headers"] = [*headers, (b"content-length", b"%d" % len(body))]
-        await self.app(scope, _replay(body, receive), send)
+        replay = _replay(body, receive)
+        del body, chunks  # the route holds the body once it has read it: no second copy here
+        await self.app(scope, replay, send)
 
 
 class BodyTooLarge(ValueError):
