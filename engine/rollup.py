@@ -148,27 +148,24 @@ def rollup_rows(
     group_start = np.searchsorted(sorted_key, np.arange(width + 1) * n)  # and the end
     # groups per pass: a few hundred calls' groups go at once, a big trace's one at a time
     # (a pass's arrays hold groups * n entries; the threads take one group each)
-    per_pass = 1 if threaded else max(1, _PASS_ENTRIES // n)
+    per_pass = 1 if threaded else min(width, max(1, _PASS_ENTRIES // n))
+    # for the j-th group of a pass, at entry j * n + p: the end of the subtree at position
+    # p in that group's entries, and the answer row of (call at p, group j) less the first
+    ends = (np.arange(0, per_pass * n, n)[:, None] + subtree_end).ravel()
+    answer_at = (call_at * width + np.arange(per_pass)[:, None]).ravel()
 
     def ranges(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sorted-row ranges ``[lo, hi)`` of the groups from ``first`` (``per_pass`` of
         them) under each call whose subtree has some, and their answer rows as
         ``call * width + g``."""
-        last = min(first + per_pass, width)
+        entries = (min(first + per_pass, width) - first) * n
         offset = group_start[first]
-        # before[j * n + p]: the pass's rows before position p of its j-th group
-        before = np.zeros((last - first) * n + 1, dtype=np.int64)
-        positions = sorted_key[offset : group_start[last]] - first * n
-        np.cumsum(np.bincount(positions, minlength=len(before) - 1), out=before[1:])
-        lo = before[:-1]
-        hi = before[(np.arange(0, len(lo), n)[:, None] + subtree_end).ravel()]
+        before = np.zeros(entries + 1, dtype=np.int64)  # the pass's rows before each entry
+        positions = sorted_key[offset : group_start[first + entries // n]] - first * n
+        np.cumsum(np.bincount(positions, minlength=entries), out=before[1:])
+        lo, hi = before[:-1], before[ends[:entries]]
         with_rows = np.flatnonzero(hi > lo)  # (group, position) whose subtree has such rows
-        group = with_rows // n + first
-        return (
-            lo[with_rows] + offset,
-            hi[with_rows] + offset,
-            call_at[with_rows % n] * width + group,
-        )
+        return lo[with_rows] + offset, hi[with_rows] + offset, answer_at[with_rows] + first
 
     passes = range(0, width, per_pass)
     los, his, answer_rows = zip(*workers.map_all(ranges, passes, threaded), strict=True)
