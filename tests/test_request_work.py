@@ -1,9 +1,10 @@
 """The work a small ``/trace/usage`` request costs: Polars queries and store round trips.
 
 Almost every trace a trace view asks for has 1 to 1,000 calls, so the fixed work of a
-request is what users wait for. These counts keep it from creeping back: about a dozen Polars
-queries at most whatever the size (one implementation, a few fused queries; a step such as
-the sort runs only when the data needs it), two DuckDB round trips to read a trace (calls,
+request is what users wait for. These counts keep it from creeping back: three Polars
+queries at most whatever the size (one implementation: the selection and the usage rows in
+one ``collect_all``, the id lookup, the answer's text; a step such as the sort runs only
+when the data needs it), two DuckDB round trips to read a trace (calls,
 usage), none for prices once the project's table is kept, one hand-off to a worker thread
 (each costs a thread wake-up), and no work at all, not even a hand-off, for an answer
 served from the cache.
@@ -29,7 +30,7 @@ from service.settings import Settings
 from service.store import CallStore
 
 SIZES = (1, 100, 1_000)
-POLARS_QUERIES = 3  # per uncached /trace/usage answer, costs on or off (23 before issue 15)
+POLARS_QUERIES = 3  # per uncached /trace/usage answer, costs on or off (23, then 12, before)
 TRACE_READS = 2  # calls and usage of the named traces
 THREAD_HOPS = 1  # the route computes on one worker thread; its dependencies run on the loop
 
