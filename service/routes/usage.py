@@ -121,8 +121,10 @@ async def _answer(
     if cached is not None:
         body, request.state.calls_selected, *headers = cached
         return Response(body, media_type=JSON, headers=headers[0] if headers else None)
-    async with request.app.state.compute_slots:
-        if await request.is_disconnected():  # the client left while its request waited
+    slots = request.app.state.compute_slots
+    waits = slots.available_tokens < 1
+    async with slots:
+        if waits and await request.is_disconnected():  # the client left while it waited
             return Response(status_code=CLIENT_GONE)
         return await anyio.to_thread.run_sync(_computed, request, cache, key, compute)
 
