@@ -369,15 +369,18 @@ class CallStore:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
+            replaced_from: list[tuple] = []  # (project, trace) of the rows complete parts replace
             try:
                 # slice by slice: DuckDB's MERGE holds its input's strings again while it runs
                 for chunk in _slices(staged_parts, UPSERT_SLICE_BYTES):
                     con.register("staged_parts", chunk)
                     for kind in kinds:
-                        for sql in UPSERTS[kind]:
-                            result = con.execute(sql)
-                        if kind != "complete":
-                            written.setdefault(kind, []).extend(result.fetchall())
+                        first, *rest = UPSERTS[kind]
+                        found = con.execute(first).fetchall()
+                        for sql in rest:
+                            con.execute(sql)
+                        rows = replaced_from if kind == "complete" else written.setdefault(kind, [])
+                        rows.extend(found)
                 # each ended call's trace id as now stored: its usage rows carry it
                 stored = pl.DataFrame(
                     [row for rows in written.values() for row in rows],
@@ -385,8 +388,13 @@ class CallStore:
                     orient="row",
                 )
                 traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
-                touched = pl.concat([replaced, stored.drop("ended")]).select(
-                    s.PROJECT_ID, s.TRACE_ID
+                before = pl.DataFrame(
+                    replaced_from,
+                    schema=[(s.PROJECT_ID, pl.String), (s.TRACE_ID, pl.String)],
+                    orient="row",
+                )
+                touched = pl.concat(
+                    [before, replaced.select(before.columns), stored.select(before.columns)]
                 )
                 con.register("staged_traces", _to_arrow(traces))
                 if ended.height:

@@ -35,7 +35,9 @@ _SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end":
 
 
 def _upsert_sql(kind: str) -> list[str]:
-    """Statements that upsert the staged parts of one kind (one part per key).
+    """Statements that upsert the staged parts of one kind (one part per key); the first
+    returns rows: for ``complete``, the project and trace of each row it replaces (a call
+    may move to another trace, whose cached answers must go too), else :data:`_WRITTEN`.
 
     A complete part replaces its row: delete and insert, far cheaper in DuckDB than an
     update of every column. A start (end) part sets only the start (end) columns of a
@@ -45,7 +47,8 @@ def _upsert_sql(kind: str) -> list[str]:
     if kind == "complete":
         return [
             f"DELETE FROM calls USING {parts} "
-            "WHERE calls.project_id = p.project_id AND calls.id = p.id",
+            "WHERE calls.project_id = p.project_id AND calls.id = p.id "
+            "RETURNING calls.project_id, calls.trace_id",
             f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}",
         ]
     sets = ", ".join(f"{c} = p.{c}" for c in _SIDES[kind])

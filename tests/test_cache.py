@@ -112,6 +112,16 @@ def test_a_write_to_its_own_trace_makes_the_next_poll_fresh(polls: Polls) -> Non
     assert not computed and again == fresh
 
 
+def test_a_call_moved_to_another_trace_leaves_its_old_trace_fresh(polls: Polls) -> None:
+    old, _ = polls.usage(_trace("a"))
+    assert set(old["call_usage"]) == {"a1"}
+    polls.write(_call("a1", "b", 10))  # sent again, complete, now in trace b
+    moved_out, computed = polls.usage(_trace("a"))
+    assert computed and moved_out["call_usage"] == {}
+    moved_in, computed = polls.usage(_trace("b"))
+    assert computed and set(moved_in["call_usage"]) == {"a1", "b1"}
+
+
 def test_a_request_over_several_traces_moves_with_any_of_them(polls: Polls) -> None:
     both = {"project_id": PROJECT, "filter": {"trace_ids": ["a", "b"]}}
     polls.usage(both)
