@@ -216,10 +216,12 @@ def test_own_and_auto_on_the_sdk_trace(page: Page, server: Server, tmp_path: Pat
     expect(root.locator("[data-tokens]")).to_have_attribute("data-tokens", str(own[0]))
 
 
-def _start(call_id: str, parent: str | None, at: dt.datetime) -> tsi.CallStartReq:
+def _start(
+    call_id: str, parent: str | None, at: dt.datetime, trace: str = "live-view"
+) -> tsi.CallStartReq:
     return tsi.CallStartReq(
         start=tsi.StartedCallSchemaForInsert(
-            project_id=LIVE_PROJECT, id=call_id, trace_id="live-view", parent_id=parent,
+            project_id=LIVE_PROJECT, id=call_id, trace_id=trace, parent_id=parent,
             op_name="agent" if parent is None else "openai.chat.completions.create",
             started_at=at, attributes={}, inputs={},
         )
@@ -264,6 +266,33 @@ def test_a_running_trace_refreshes_after_an_ingest(page: Page, server: Server) -
     )  # fmt: skip
     expect(root.get_by_test_id("unfinished")).to_have_count(0)
     expect(page.get_by_test_id("live")).to_be_hidden()
+
+
+def test_a_failed_poll_of_a_running_trace_is_tried_again(page: Page, server: Server) -> None:
+    client = server.client()
+    t0 = dt.datetime(2025, 6, 2, tzinfo=dt.UTC)
+    client.call_start(_start("rt-root", None, t0, "retry-view"))
+    sign_in(page, server.key)
+    page.get_by_test_id("project").select_option(LIVE_PROJECT)
+    open_trace(page, "retry-view")
+    root = _row(page, "rt-root")
+    expect(root.get_by_test_id("unfinished")).to_be_visible()
+    failed: list[str] = []
+
+    def fail_once(route: Any) -> None:  # the next poll meets a restarting server
+        if failed:
+            route.continue_()
+        else:
+            failed.append(route.request.url)
+            route.fulfill(status=503, content_type="application/json", body='{"reason": "x"}')
+
+    page.route("**/trace/usage", fail_once)
+    client.call_start(_start("rt-1", "rt-root", t0 + dt.timedelta(seconds=1), "retry-view"))
+    client.call_end(_end("rt-1", t0 + dt.timedelta(seconds=2), 100))
+    expect(page.get_by_test_id("error")).to_be_visible()  # the failed poll is shown
+    expect(_row(page, "rt-1")).to_be_visible()  # and the next one brings the new call
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    assert len(failed) == 1
 
 
 def test_the_21709_call_trace_opens_and_renders_only_what_is_visible(

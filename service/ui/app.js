@@ -395,7 +395,12 @@ function scheduleRefresh() {
   stopRefresh();
   const t = state.trace;
   if (!t || t.unfinished.size === 0) return;
-  state.timer = setTimeout(() => openTrace(t.id, true).catch(showError), REFRESH_MS);
+  state.timer = setTimeout(() => openTrace(t.id, true).catch((err) => {
+    showError(err);
+    // a failed poll (the server restarting, a dropped connection) is tried again; signed
+    // out (401) or gone to another view, polling stops
+    if (state.auth && state.trace === t) scheduleRefresh();
+  }), REFRESH_MS);
 }
 
 function route() {
