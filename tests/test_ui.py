@@ -268,6 +268,35 @@ def test_a_running_trace_refreshes_after_an_ingest(page: Page, server: Server) -
     expect(page.get_by_test_id("live")).to_be_hidden()
 
 
+def test_a_late_traces_list_of_the_previous_project_is_not_shown(
+    page: Page, server: Server
+) -> None:
+    at = dt.datetime(2025, 6, 3, tzinfo=dt.UTC)
+    server.client().call_start(_start("late-root", None, at, "late-view"))
+    held: list[Any] = []
+
+    def hold_the_first_list(route: Any) -> None:  # the first project's list answers last
+        if not held and LIVE_PROJECT not in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/calls/usage", hold_the_first_list)  # the last request before it shows
+    sign_in(page, server.key)
+    for _ in range(300):  # until the page asked for the first project's list
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held
+    page.get_by_test_id("project").select_option(LIVE_PROJECT)
+    expect(page.locator("[data-testid=trace-row][data-trace-id='late-view']")).to_be_visible()
+    with page.expect_response(lambda response: response.request == held[0].request):
+        held[0].continue_()  # the first project's list arrives now, after the second's
+    page.wait_for_timeout(300)  # time to show it, as the page did before
+    expect(page.get_by_test_id("traces-count")).to_contain_text(LIVE_PROJECT)
+    expect(page.locator("[data-testid=trace-row][data-trace-id='late-view']")).to_be_visible()
+
+
 def test_a_failed_poll_of_a_running_trace_is_tried_again(page: Page, server: Server) -> None:
     client = server.client()
     t0 = dt.datetime(2025, 6, 2, tzinfo=dt.UTC)

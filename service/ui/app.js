@@ -26,6 +26,7 @@ const state = {
   page: 0,
   trace: null, // the open trace: {id, calls, byId, children, usage, expanded, rows, selected}
   timer: null,
+  listing: 0, // the latest traces list asked for: an older answer arriving late is dropped
 };
 
 // --- API -------------------------------------------------------------------------------------
@@ -190,6 +191,7 @@ async function loadTraces() {
     body.replaceChildren(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "No readable project has calls yet." })));
     return;
   }
+  const listing = ++state.listing;
   const selection = { project_id: state.project, filter: { trace_roots_only: true } };
   const [roots, stats] = await Promise.all([
     streamQuery({
@@ -207,6 +209,8 @@ async function loadTraces() {
       summary_usage: state.mode, limit: USAGE_LIMIT,
     })).json()).call_usage
     : {};
+  // another project, page or view was asked for meanwhile: its list is the one to show
+  if (listing !== state.listing) return;
   body.replaceChildren(...roots.map((root) => traceRow(root, usage[root.id] || {})));
   if (!roots.length) {
     body.append(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "No traces on this page." })));
