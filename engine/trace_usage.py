@@ -164,12 +164,12 @@ Prepared = tuple[pl.DataFrame, pl.DataFrame]  # normalized usage rows, raw count
 
 
 def _usage_plans(
-    raw: pl.LazyFrame, tree_calls: pl.DataFrame | None, mode: SummaryUsageMode
+    usage: Frame, tree_calls: pl.DataFrame | None, mode: SummaryUsageMode
 ) -> list[pl.LazyFrame]:
     """The plans of :data:`Prepared` for raw usage rows (``USAGE_SCHEMA``): the rows to
     roll up, and every raw counter, which :func:`check_sums` bounds. ``tree_calls`` (the
     selected ids and parents) is needed in mode ``"auto"`` only."""
-    rows = raw
+    raw = rows = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
     if mode == "auto":
         assert tree_calls is not None
         picked = tree_calls.lazy().select(s.ID)
@@ -247,8 +247,7 @@ def _compute(
     if prepared is None:
         if usage is None:
             usage = usage_from_json(selected.select(s.ID, s.SUMMARY))
-        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
-        rows, counters = _collect(_usage_plans(raw, tree_calls, mode))
+        rows, counters = _collect(_usage_plans(usage, tree_calls, mode))
     else:
         rows, counters = prepared
     check_sums(counters, costs=include_costs)  # no token sum below may pass 64 bits
@@ -316,9 +315,8 @@ def trace_usage(
     plan = _selection(picked, usage is None)
     prepared: Prepared | None = None
     if usage is not None and mode == "own":  # the usage plans need no selected call
-        raw = s.conform(usage.lazy(), s.USAGE_SCHEMA, "usage")
-        found, *usage_frames = _collect([plan, *_usage_plans(raw, None, mode)])
-        prepared = (usage_frames[0], usage_frames[1])
+        found, rows, counters = _collect([plan, *_usage_plans(usage, None, mode)])
+        prepared = (rows, counters)
     else:
         found = plan.collect(engine=s.ENGINE)
     selected = _in_answer_order(found)
