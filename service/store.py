@@ -41,7 +41,16 @@ from service.store_errors import (
     StoreOpenError,
     StoreUnavailableError,
 )
-from service.store_sql import KIND, PRICE_COLS, UPSERTS, USAGE_COLS, WRITTEN_SCHEMA, part_kind
+from service.store_sql import (
+    BEFORE,
+    KIND,
+    PRICE_COLS,
+    UPSERTS,
+    USAGE_COLS,
+    WRITTEN,
+    WRITTEN_SCHEMA,
+    part_kind,
+)
 from service.versions import WriteVersions
 
 _T = TypeVar("_T")
@@ -369,18 +378,18 @@ class CallStore:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
             written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
-            replaced_from: list[tuple] = []  # (project, trace) of the rows complete parts replace
+            moved_from: list[tuple] = []  # (project, trace) a written call was in before
             try:
                 # slice by slice: DuckDB's MERGE holds its input's strings again while it runs
                 for chunk in _slices(staged_parts, UPSERT_SLICE_BYTES):
                     con.register("staged_parts", chunk)
                     for kind in kinds:
-                        first, *rest = UPSERTS[kind]
-                        found = con.execute(first).fetchall()
-                        for sql in rest:
-                            con.execute(sql)
-                        rows = replaced_from if kind == "complete" else written.setdefault(kind, [])
-                        rows.extend(found)
+                        for sql, returns in UPSERTS[kind]:
+                            found = con.execute(sql).fetchall()
+                            if returns == BEFORE:
+                                moved_from.extend(found)
+                            elif returns == WRITTEN:
+                                written.setdefault(kind, []).extend(found)
                 # each ended call's trace id as now stored: its usage rows carry it
                 stored = pl.DataFrame(
                     [row for rows in written.values() for row in rows],
@@ -389,7 +398,7 @@ class CallStore:
                 )
                 traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
                 before = pl.DataFrame(
-                    replaced_from,
+                    moved_from,
                     schema=[(s.PROJECT_ID, pl.String), (s.TRACE_ID, pl.String)],
                     orient="row",
                 )

@@ -34,31 +34,48 @@ WRITTEN_SCHEMA = {
 _SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
 
 
-def _upsert_sql(kind: str) -> list[str]:
-    """Statements that upsert the staged parts of one kind (one part per key); the first
-    returns rows: for ``complete``, the project and trace of each row it replaces (a call
-    may move to another trace, whose cached answers must go too), else :data:`_WRITTEN`.
+BEFORE, WRITTEN = "before", "written"  # what a statement's rows are (see _upsert_sql)
+
+
+def _upsert_sql(kind: str) -> list[tuple[str, str | None]]:
+    """Statements that upsert the staged parts of one kind (one part per key), each with
+    what its rows are: :data:`BEFORE`, the project and trace a stored call had before the
+    write, for every row a complete part replaces and every call a start part moves to
+    another trace (the old trace's cached answers must go too); :data:`WRITTEN`, the
+    :data:`_WRITTEN` row of each call a MERGE wrote.
 
     A complete part replaces its row: delete and insert, far cheaper in DuckDB than an
     update of every column. A start (end) part sets only the start (end) columns of a
     stored row; ``both`` sets the two sides and keeps ``deleted_at``.
     """
     parts = f"(SELECT * FROM staged_parts WHERE {KIND} = '{kind}') p"
+    key = "calls.project_id = p.project_id AND calls.id = p.id"
     if kind == "complete":
         return [
-            f"DELETE FROM calls USING {parts} "
-            "WHERE calls.project_id = p.project_id AND calls.id = p.id "
-            "RETURNING calls.project_id, calls.trace_id",
-            f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}",
+            (
+                f"DELETE FROM calls USING {parts} WHERE {key} "
+                "RETURNING calls.project_id, calls.trace_id",
+                BEFORE,
+            ),
+            (f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}", None),
         ]
     sets = ", ".join(f"{c} = p.{c}" for c in _SIDES[kind])
     values = ", ".join(f"p.{c}" for c in s.CALL_SCHEMA)
-    return [
-        f"MERGE INTO calls USING {parts} ON calls.project_id = p.project_id AND calls.id = p.id "
+    merge = (
+        f"MERGE INTO calls USING {parts} ON {key} "
         f"WHEN MATCHED THEN UPDATE SET {sets} "
         f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values}) "
         f"RETURNING {_WRITTEN}"
-    ]
+    )
+    if s.TRACE_ID not in _SIDES[kind]:
+        return [(merge, WRITTEN)]
+    # a MERGE returns only the new values: a start sent again with another trace id is
+    # found before it
+    moved = (
+        f"SELECT calls.project_id, calls.trace_id FROM calls JOIN {parts} ON {key} "
+        "WHERE calls.trace_id IS DISTINCT FROM p.trace_id"
+    )
+    return [(moved, BEFORE), (merge, WRITTEN)]
 
 
 UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}

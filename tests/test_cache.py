@@ -122,6 +122,18 @@ def test_a_call_moved_to_another_trace_leaves_its_old_trace_fresh(polls: Polls) 
     assert computed and set(moved_in["call_usage"]) == {"a1", "b1"}
 
 
+def test_a_start_sent_again_with_another_trace_leaves_its_old_trace_fresh(polls: Polls) -> None:
+    old, _ = polls.usage(_trace("a"))
+    assert set(old["call_usage"]) == {"a1"}
+    start = {k: v for k, v in _call("a1", "b", 10).items() if k not in ("ended_at", "output")}
+    res = polls.client.post("/call/start", json={"start": start}, auth=polls.auth)
+    assert res.status_code == 200, res.text
+    moved_out, computed = polls.usage(_trace("a"))
+    assert computed and moved_out["call_usage"] == {}
+    moved_in, computed = polls.usage(_trace("b"))
+    assert computed and set(moved_in["call_usage"]) == {"a1", "b1"}
+
+
 def test_a_request_over_several_traces_moves_with_any_of_them(polls: Polls) -> None:
     both = {"project_id": PROJECT, "filter": {"trace_ids": ["a", "b"]}}
     polls.usage(both)
