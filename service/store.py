@@ -9,8 +9,10 @@ columns, an end part the end columns, a complete part replaces the whole row. Us
 extracted from an end's summary at write time into the ``usage`` table, so queries never
 parse summary JSON for usage; each usage row also carries its call's trace id (kept right
 when a start arrives after its end), so a trace's usage is read by the same filter as its
-calls, skipping other traces' row groups, however big the store. One process at a time can
-open the file (DuckDB's lock).
+calls, skipping other traces' row groups, however big the store. The file is attached
+with small row groups (:data:`ROW_GROUP_ROWS`) and new calls are appended, not merged:
+DuckDB then writes a big batch to the file as its row groups fill, instead of holding every
+row in memory until the commit. One process at a time can open the file (DuckDB's lock).
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ from service.store_errors import (
     StoreUnavailableError,
 )
 from service.store_sql import (
-    BEFORE,
+    INSERT_NEW,
     KIND,
     PRICE_COLS,
-    UPSERTS,
+    STORED,
+    STORED_SCHEMA,
+    UPDATES,
     USAGE_COLS,
-    WRITTEN,
-    WRITTEN_SCHEMA,
     part_kind,
 )
 from service.versions import WriteVersions
@@ -99,6 +101,8 @@ class StoreReader(Protocol):
 
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers
+_CATALOG = "store"  # the name the database file is attached under
+ROW_GROUP_ROWS = 2048  # DuckDB's smallest row group (one vector); its default is 122,880
 _PRIVATE = 0o600  # the store holds every project's calls: owner only, as keys.json
 _LOCKED = ("Could not set lock", "Conflicting lock")
 _DAMAGED = (
@@ -138,12 +142,29 @@ def _restrict(path: Path) -> None:
                 file.chmod(_PRIVATE)
 
 
+def _writer_cursor(root: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The writer's connection to the store's database (a cursor starts in DuckDB's
+    in-memory catalog, not in the attached file)."""
+    cur = root.cursor()
+    cur.execute(f"USE {_CATALOG}")
+    return cur
+
+
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     """Open ``path`` and check it is whole: every table's metadata reads, and the file holds
-    the last block its tables' data is in (a truncated file would open, then fail reads)."""
+    the last block its tables' data is in (a truncated file would open, then fail reads).
+
+    The file is attached with row groups of :data:`ROW_GROUP_ROWS`: DuckDB writes a
+    transaction's appended rows to the file a full row group at a time, so a batch of calls
+    with big inputs no longer waits in memory for 122,880 rows that never come, and a trace's
+    rows are found by the statistics of small row groups."""
+    root = duckdb.connect()
     try:
-        root = duckdb.connect(str(path))
+        quoted = str(path).replace("'", "''")
+        root.execute(f"ATTACH '{quoted}' AS {_CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        root.execute(f"USE {_CATALOG}")
     except duckdb.Error as err:
+        root.close()
         raise _open_error(path, err) from err
     try:
         _restrict(path)
@@ -158,9 +179,11 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
                 "SELECT max(block_id) FROM pragma_storage_info(?)", [table]
             ).fetchone()
             last_block = max(last_block, -1 if row is None or row[0] is None else int(row[0]))
-        size_row = root.execute("PRAGMA database_size").fetchone()
+        size_row = root.execute(
+            "SELECT block_size FROM pragma_database_size() WHERE database_name = ?", [_CATALOG]
+        ).fetchone()
         assert size_row is not None
-        block_size = int(size_row[2])
+        block_size = int(size_row[0])
     except duckdb.Error as err:
         root.close()
         if isinstance(err, duckdb.FatalException) or _INVALIDATED in str(err):
@@ -199,7 +222,7 @@ class CallStore:
         self._root = _connect(path)
         self._spawn = threading.Lock()
         self._lock = threading.Lock()
-        self._writer = self._root.cursor()
+        self._writer = _writer_cursor(self._root)
         try:
             migrate(self._writer)
         except BaseException:
@@ -266,7 +289,7 @@ class CallStore:
                 raise StoreUnavailableError(
                     f"the store is unusable ({self._broken}) and could not be reopened: {err}"
                 ) from err
-            self._root, self._writer = root, root.cursor()
+            self._root, self._writer = root, _writer_cursor(root)
             self._broken = None
             self._version += 1
 
@@ -307,6 +330,7 @@ class CallStore:
         with self._spawn:
             cur = self._root.cursor()
         try:
+            cur.execute(f"USE {_CATALOG}")  # a cursor starts in DuckDB's in-memory catalog
             return run(cur)
         except duckdb.Error as err:
             problem = self._problem(err, writing=False)
@@ -363,49 +387,20 @@ class CallStore:
             .collect()
         )
         usage = usage_from_json(ended, (s.PROJECT_ID, s.ID))
-        kinds = staged.get_column(KIND).unique().to_list()
-        staged_parts = _to_arrow(staged)
         staged_keys = _to_arrow(ended.select(s.PROJECT_ID, s.ID))
         staged_usage = _to_arrow(usage)
-        replaced = (
-            staged.lazy()
-            .filter(pl.col(KIND) == "complete")
-            .select(s.PROJECT_ID, s.ID, s.TRACE_ID)
-            .collect()
-        )
 
         def work(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             con.register("staged_keys", staged_keys)
             con.register("staged_usage", staged_usage)
-            written: dict[str, list[tuple]] = {}  # what each MERGE wrote, by kind
-            moved_from: list[tuple] = []  # (project, trace) a written call was in before
             try:
-                # slice by slice: DuckDB's MERGE holds its input's strings again while it runs
-                for chunk in _slices(staged_parts, UPSERT_SLICE_BYTES):
-                    con.register("staged_parts", chunk)
-                    for kind in kinds:
-                        for sql, returns in UPSERTS[kind]:
-                            found = con.execute(sql).fetchall()
-                            if returns == BEFORE:
-                                moved_from.extend(found)
-                            elif returns == WRITTEN:
-                                written.setdefault(kind, []).extend(found)
+                # a slice at a time: an UPDATE holds its input's strings again while it runs
+                stored = pl.concat(
+                    [_upsert(con, rows) for rows in _slices(staged, UPSERT_SLICE_BYTES)]
+                )
+                now = _as_written(staged, stored)
                 # each ended call's trace id as now stored: its usage rows carry it
-                stored = pl.DataFrame(
-                    [row for rows in written.values() for row in rows],
-                    schema=WRITTEN_SCHEMA,
-                    orient="row",
-                )
-                traces = pl.concat([replaced, stored.filter("ended").drop("ended")])
-                before = pl.DataFrame(
-                    moved_from,
-                    schema=[(s.PROJECT_ID, pl.String), (s.TRACE_ID, pl.String)],
-                    orient="row",
-                )
-                touched = pl.concat(
-                    [before, replaced.select(before.columns), stored.select(before.columns)]
-                )
-                con.register("staged_traces", _to_arrow(traces))
+                con.register("staged_traces", _to_arrow(now.filter("ended").drop("ended")))
                 if ended.height:
                     con.execute(
                         "DELETE FROM usage USING staged_keys k "
@@ -417,7 +412,9 @@ class CallStore:
                         "FROM staged_usage u LEFT JOIN staged_traces t "
                         "ON t.project_id = u.project_id AND t.id = u.id"
                     )
-                if any(ended for *_, ended in written.get("start", [])):
+                ended_before = stored.filter(pl.col(_STORED_ENDED)).select(_KEY)
+                starts = staged.filter(pl.col(KIND) == "start").select(_KEY)
+                if starts.join(ended_before, on=_KEY, how="semi").height:
                     # a start after its end: the stored usage rows learn the trace id (the
                     # only case that scans the usage table for it)
                     con.execute(
@@ -425,9 +422,11 @@ class CallStore:
                         "WHERE usage.project_id = t.project_id AND usage.id = t.id "
                         "AND usage.trace_id IS DISTINCT FROM t.trace_id"
                     )
-                return touched
+                # the traces written: each call's trace before (it may have moved) and now
+                before = stored.select(s.PROJECT_ID, pl.col(_STORED_TRACE).alias(s.TRACE_ID))
+                return pl.concat([before, now.select(s.PROJECT_ID, s.TRACE_ID)])
             finally:
-                for name in ("staged_parts", "staged_keys", "staged_usage", "staged_traces"):
+                for name in (*_UPSERT_VIEWS, "staged_keys", "staged_usage", "staged_traces"):
                     con.unregister(name)
 
         if merged.height:
@@ -644,10 +643,57 @@ class CallStore:
         )
 
 
-def _slices(table: pa.Table, size: int) -> list[pa.Table]:
-    """``table`` cut into zero-copy row slices of about ``size`` bytes each."""
-    rows = max(1, table.num_rows * size // max(1, table.nbytes))
-    return [table.slice(start, rows) for start in range(0, max(1, table.num_rows), rows)]
+def _slices(frame: pl.DataFrame, size: int) -> list[pl.DataFrame]:
+    """``frame`` cut into zero-copy row slices of about ``size`` bytes each."""
+    rows = max(1, frame.height * size // max(1, int(frame.estimated_size())))
+    return [frame.slice(start, rows) for start in range(0, max(1, frame.height), rows)]
+
+
+_KEY = [s.PROJECT_ID, s.ID]
+_STORED_TRACE, _STORED_ENDED = "stored_trace_id", "stored_ended"
+_UPSERT_VIEWS = ("staged_ids", "staged_new", "staged_stored")
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> pl.DataFrame:
+    """Write staged parts (one per call): new calls appended, stored ones written over by
+    their kind. Returns the stored ones as they were before (:data:`STORED_SCHEMA`)."""
+    con.register("staged_ids", _to_arrow(rows.select(_KEY)))
+    stored = pl.DataFrame(con.execute(STORED).fetchall(), schema=STORED_SCHEMA, orient="row")
+    keys = stored.select(_KEY)
+    new = rows.join(keys, on=_KEY, how="anti") if stored.height else rows
+    if new.height:
+        con.register("staged_new", _to_arrow(new))
+        con.execute(INSERT_NEW)
+    if stored.height:
+        old = rows.join(keys, on=_KEY, how="semi")
+        con.register("staged_stored", _to_arrow(old))
+        for kind in old.get_column(KIND).unique().to_list():
+            for sql in UPDATES[kind]:
+                con.execute(sql)
+    return stored
+
+
+def _as_written(staged: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Each staged call's project, id and trace id as stored after the write, and whether
+    it has ended: an end part keeps the stored trace (none for a new call), a start part
+    the stored end."""
+    end_only, start_only = pl.col(KIND) == "end", pl.col(KIND) == "start"
+    return (
+        staged.select(*_KEY, KIND, COMPLETE, s.TRACE_ID, s.ENDED_AT)
+        .join(stored, on=_KEY, how="left")
+        .select(
+            *_KEY,
+            pl.when(end_only)
+            .then(pl.col(_STORED_TRACE))
+            .otherwise(pl.col(s.TRACE_ID))
+            .alias(s.TRACE_ID),
+            (
+                pl.col(COMPLETE)
+                | pl.col(s.ENDED_AT).is_not_null()
+                | (start_only & pl.col(_STORED_ENDED).fill_null(False))
+            ).alias("ended"),
+        )
+    )
 
 
 def _to_arrow(frame: pl.DataFrame) -> pa.Table:

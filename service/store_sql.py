@@ -1,7 +1,10 @@
-"""SQL of the store's call upsert: one statement list per kind of staged part.
+"""SQL of the store's call upsert.
 
-``write_parts`` stages the merged parts as the Arrow view ``staged_parts`` with a
-:data:`KIND` column (:func:`part_kind`); each kind's statements then write only its rows.
+``write_parts`` stages the merged parts (one per call) as Arrow views with a :data:`KIND`
+column (:func:`part_kind`). :data:`STORED` looks up which of them are stored already; the
+others are appended by :data:`INSERT_NEW`, and the stored ones are written over by their
+kind's :data:`UPDATES`. DuckDB writes an append to the file as its row groups fill, so a big
+batch of new calls is not held in memory until the commit, as a MERGE's would be.
 """
 
 from __future__ import annotations
@@ -23,66 +26,46 @@ PRICE_COLS = (
     s.PRICE_SEQ,
 )
 KIND = "_kind"
-# what a MERGE returns of each row it wrote: the trace id its usage rows must carry
-_WRITTEN = "calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL AS ended"
-WRITTEN_SCHEMA = {
+_KEY = "calls.project_id = p.project_id AND calls.id = p.id"
+# which staged calls are stored, as they are before the write (``staged_ids``: their keys)
+STORED = (
+    "SELECT calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL "
+    f"FROM calls JOIN staged_ids p ON {_KEY}"
+)
+STORED_SCHEMA = {
     s.PROJECT_ID: pl.String,
     s.ID: pl.String,
-    s.TRACE_ID: pl.String,
-    "ended": pl.Boolean,
+    "stored_trace_id": pl.String,
+    "stored_ended": pl.Boolean,
 }
+INSERT_NEW = f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM staged_new"
 _SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
 
 
-BEFORE, WRITTEN = "before", "written"  # what a statement's rows are (see _upsert_sql)
-
-
-def _upsert_sql(kind: str) -> list[tuple[str, str | None]]:
-    """Statements that upsert the staged parts of one kind (one part per key), each with
-    what its rows are: :data:`BEFORE`, the project and trace a stored call had before the
-    write, for every row a complete part replaces and every call a start part moves to
-    another trace (the old trace's cached answers must go too); :data:`WRITTEN`, the
-    :data:`_WRITTEN` row of each call a MERGE wrote.
+def _update_sql(kind: str) -> list[str]:
+    """Statements that write the staged parts of one kind (``staged_stored``) over their
+    stored rows.
 
     A complete part replaces its row: delete and insert, far cheaper in DuckDB than an
     update of every column. A start (end) part sets only the start (end) columns of a
     stored row; ``both`` sets the two sides and keeps ``deleted_at``.
     """
-    parts = f"(SELECT * FROM staged_parts WHERE {KIND} = '{kind}') p"
-    key = "calls.project_id = p.project_id AND calls.id = p.id"
+    parts = f"(SELECT * FROM staged_stored WHERE {KIND} = '{kind}') p"
     if kind == "complete":
         return [
-            (
-                f"DELETE FROM calls USING {parts} WHERE {key} "
-                "RETURNING calls.project_id, calls.trace_id",
-                BEFORE,
-            ),
-            (f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}", None),
+            f"DELETE FROM calls USING {parts} WHERE {_KEY}",
+            f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM {parts}",
         ]
     sets = ", ".join(f"{c} = p.{c}" for c in _SIDES[kind])
-    values = ", ".join(f"p.{c}" for c in s.CALL_SCHEMA)
-    merge = (
-        f"MERGE INTO calls USING {parts} ON {key} "
-        f"WHEN MATCHED THEN UPDATE SET {sets} "
-        f"WHEN NOT MATCHED THEN INSERT ({_CALL_COLS}) VALUES ({values}) "
-        f"RETURNING {_WRITTEN}"
-    )
-    if s.TRACE_ID not in _SIDES[kind]:
-        return [(merge, WRITTEN)]
-    # a MERGE returns only the new values: a start sent again with another trace id is
-    # found before it
-    moved = (
-        f"SELECT calls.project_id, calls.trace_id FROM calls JOIN {parts} ON {key} "
-        "WHERE calls.trace_id IS DISTINCT FROM p.trace_id"
-    )
-    return [(moved, BEFORE), (merge, WRITTEN)]
+    return [f"UPDATE calls SET {sets} FROM {parts} WHERE {_KEY}"]
 
 
-UPSERTS = {kind: _upsert_sql(kind) for kind in ("complete", *_SIDES)}
+UPDATES = {kind: _update_sql(kind) for kind in ("complete", *_SIDES)}
 
 
 def part_kind() -> pl.Expr:
-    """Which upsert a merged part takes (:data:`UPSERTS` key), as the :data:`KIND` column."""
+    """How a merged part is written over a stored row (:data:`UPDATES` key), as the
+    :data:`KIND` column."""
     has_start, has_end = pl.col(s.OP_NAME).is_not_null(), pl.col(s.ENDED_AT).is_not_null()
     return (
         pl.when(pl.col(COMPLETE))

@@ -126,7 +126,7 @@ def test_a_batch_merged_slice_by_slice_equals_it_merged_whole(
     rng = random.Random(seed)
     stored, batch = _random_parts(rng, 10), [*_random_parts(rng), start("c9", "u"), end("c8")]
     snapshots = []
-    for slice_bytes in (store_module.UPSERT_SLICE_BYTES, 1):  # 1: a MERGE per call
+    for slice_bytes in (store_module.UPSERT_SLICE_BYTES, 1):  # 1: a slice per call
         monkeypatch.setattr(store_module, "UPSERT_SLICE_BYTES", slice_bytes)
         st = CallStore(tmp_path / f"{slice_bytes}.duckdb")
         st.write_parts(parts_frame(stored))
@@ -203,6 +203,70 @@ def test_persists_across_restart_and_migrates_once(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(RuntimeError, match="newer"):
         CallStore(path)
+
+
+def test_calls_are_kept_in_small_row_groups_across_reopens(tmp_path: Path) -> None:
+    """DuckDB writes a transaction's appends to the file a full row group at a time: small
+    row groups keep a big batch of big calls from waiting in memory until the commit."""
+    path = tmp_path / DB_FILE
+    rows = store_module.ROW_GROUP_ROWS
+    for batch in range(2):  # the second batch after a reopen
+        st = CallStore(path)
+        ids = range(batch * 3 * rows, (batch + 1) * 3 * rows)
+        st.write_parts(parts_frame([complete(f"c{i}") for i in ids]))
+        st.close()
+    st = CallStore(path)
+    groups = st._fetch(
+        "SELECT row_group_id, max(start + count) - min(start) FROM pragma_storage_info('calls') "
+        "WHERE segment_type <> 'VALIDITY' GROUP BY row_group_id"
+    )
+    assert len(groups) >= 6 and max(size for _, size in groups) <= rows
+    assert st.stats()["calls"] == 6 * rows
+    st.close()
+
+
+def test_new_calls_are_appended_and_stored_ones_written_over(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New calls take a plain INSERT (which DuckDB writes to the file as row groups fill,
+    where a MERGE or an UPDATE holds every row until the commit)."""
+    statements: list[str] = []
+
+    class Spied:
+        def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+            self._con = con
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return self._con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._con, name)
+
+    monkeypatch.setattr(store, "_writer", Spied(store._writer))
+    store.write_parts(parts_frame([start("a"), end("a", 2), start("b")]))
+    assert any("FROM staged_new" in sql for sql in statements)
+    assert not any(
+        sql.startswith(("UPDATE calls", "MERGE", "DELETE FROM calls")) for sql in statements
+    )
+    statements.clear()
+    store.write_parts(parts_frame([end("b", 3), complete("a", 5)]))
+    assert not any("FROM staged_new" in sql for sql in statements)
+    assert any(sql.startswith("UPDATE calls") for sql in statements)
+    assert any(sql.startswith("DELETE FROM calls") for sql in statements)
+    calls, usage = snapshot(store)
+    assert calls.select(s.ID, s.OP_NAME).rows() == [("a", "op"), ("b", "op")]
+    assert usage.select(s.ID, "prompt_tokens").rows() == [("a", 5), ("b", 3)]
+    assert_usage_follows_calls(store)
+
+
+def test_a_data_dir_with_a_quote_in_its_name(tmp_path: Path) -> None:
+    st = CallStore(tmp_path / "it's" / DB_FILE)
+    st.write_parts(parts_frame([start("a"), end("a", 1)]))
+    st.close()
+    st = CallStore(tmp_path / "it's" / DB_FILE)
+    assert st.stats()["calls"] == 1
+    st.close()
 
 
 def test_a_version_1_store_is_migrated_with_its_usage_keyed_by_trace(tmp_path: Path) -> None:
