@@ -57,7 +57,7 @@ from service.versions import WriteVersions
 
 _T = TypeVar("_T")
 MAX_DELETE_CALLS = 1000  # as the reference's MAX_DELETE_CALLS_COUNT
-UPSERT_SLICE_BYTES = 4 * 1024 * 1024  # staged parts per MERGE (one transaction for all)
+UPSERT_SLICE_BYTES = 4 * 1024 * 1024  # staged parts per INSERT or UPDATE (one transaction for all)
 PRICE_ROW_FIELDS = (
     "id",
     s.PRICING_LEVEL,
