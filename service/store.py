@@ -711,10 +711,14 @@ def _among(column: str, name: str, values: Sequence[str]) -> tuple[str, Any]:
 
 
 def _frame(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """``table`` as a frame of ``schema``, in its order; selected and cast only where
-    DuckDB's columns differ, so the engine usually takes it as it is, with no query."""
-    frame = pl.from_arrow(table)
+    """``table`` as a frame of ``schema``, in its order, in one chunk; selected and cast
+    only where DuckDB's columns differ, so the engine usually takes it as it is.
+
+    DuckDB answers in a batch per row group read, hundreds for a big trace; the engine's
+    NumPy steps would each copy such columns into one array again, so they are made
+    contiguous once, here."""
+    frame = pl.from_arrow(table, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    if list(frame.schema.items()) == list(schema.items()):
-        return frame
-    return frame.select(list(schema)).cast(schema)
+    if list(frame.schema.items()) != list(schema.items()):
+        frame = frame.select(list(schema)).cast(schema)
+    return frame.rechunk()
