@@ -140,3 +140,85 @@ def test_a_request_whose_client_left_while_it_waited_is_not_computed(held_app: A
     assert asyncio.run(scenario()) == 200
     assert statuses == [usage_route.CLIENT_GONE]
     assert len(computing) == 1  # only the first request was computed
+
+
+def test_a_request_whose_client_leaves_while_it_is_computed_stops_at_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, cache_size=0)
+    _, secret = KeyStore(settings.keys_path).add("ada", [PROJECT])
+    store = CallStore(settings.db_path)
+    trace = generate("agent", 5, seed=1)
+    store.write_parts(trace.calls.with_columns(pl.lit(True).alias("complete")))
+    app = create_app(settings, store=store)
+    reading, leave, noticed, engine_runs = (
+        threading.Event(),
+        threading.Event(),
+        threading.Event(),
+        [],
+    )
+    load, watch = store.load, usage_route._watch
+
+    def held_load(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        assert noticed.wait(WAIT_S)  # the request has seen its client leave
+        return load(*args, **kwargs)
+
+    async def watched(*args: Any) -> None:
+        await watch(*args)
+        noticed.set()
+
+    compute = usage_route.trace_usage
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        engine_runs.append(1)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(store, "load", held_load)
+    monkeypatch.setattr(usage_route, "_watch", watched)
+    monkeypatch.setattr(usage_route, "trace_usage", counted)
+    body = json.dumps(trace.request(True)).encode()
+    basic = b"Basic " + base64.b64encode(f"ada:{secret}".encode())
+    statuses: list[int] = []
+    sent = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent.is_set():
+            sent.set()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.to_thread(leave.wait, WAIT_S)  # the client leaves mid-computation
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/trace/usage",
+        "raw_path": b"/trace/usage",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"authorization", basic)],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def scenario() -> None:
+        request = asyncio.ensure_future(app(scope, receive, send))
+        assert await asyncio.to_thread(reading.wait, WAIT_S)
+        leave.set()
+        await request
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        leave.set()
+        noticed.set()
+        store.close()
+    assert statuses == [usage_route.CLIENT_GONE]
+    assert engine_runs == []  # the store's read ended after the client had left

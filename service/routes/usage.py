@@ -105,16 +105,32 @@ async def _read_ahead(chunks: Iterator[bytes | memoryview]) -> AsyncIterator[byt
         yield chunk
 
 
+class ClientGone(Exception):
+    """The client left while its answer was being computed."""
+
+
+Check = Callable[[], None]  # raises ClientGone once the client has left
+
+
+async def _watch(request: Request, gone: threading.Event) -> None:
+    """Set ``gone`` when the client disconnects: once the body is read, the next message a
+    request receives is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
 async def _answer(
-    request: Request, key: tuple | None, compute: Callable[[], UsageResult]
+    request: Request, key: tuple | None, compute: Callable[[Check], UsageResult]
 ) -> Response:
     """The answer's body: from the cache, whole when the cache could keep it, else streamed.
 
     A cached answer is sent from the event loop; anything else is computed on one worker
-    thread, at most ``compute_threads`` answers at once; a request whose client left while
-    it waited for its turn is not computed. A big answer (tens of MB for a
-    100,000-call trace) is sent as it is written, so the client reads one part while the
-    next is being written.
+    thread, at most ``compute_threads`` answers at once. A request whose client left while
+    it waited for its turn is not computed, and one whose client leaves while it is being
+    computed stops at the next step (after the store's read, after the engine, between the
+    answer's batches of text). A big answer (tens of MB for a 100,000-call trace) is sent
+    as it is written, so the client reads one part while the next is being written.
     """
     cache: AnswerCache = request.app.state.usage_cache
     cached = cache.get(key) if key is not None else None
@@ -126,20 +142,38 @@ async def _answer(
     async with slots:
         if waits and await request.is_disconnected():  # the client left while it waited
             return Response(status_code=CLIENT_GONE)
-        return await anyio.to_thread.run_sync(_computed, request, cache, key, compute)
+        gone = threading.Event()
+        watcher = asyncio.ensure_future(_watch(request, gone))
+        try:
+            return await anyio.to_thread.run_sync(_computed, request, cache, key, compute, gone)
+        except ClientGone:
+            return Response(status_code=CLIENT_GONE)
+        finally:
+            watcher.cancel()  # before a streamed answer listens for the disconnect itself
 
 
 def _computed(
-    request: Request, cache: AnswerCache, key: tuple | None, compute: Callable[[], UsageResult]
+    request: Request,
+    cache: AnswerCache,
+    key: tuple | None,
+    compute: Callable[[Check], UsageResult],
+    gone: threading.Event,
 ) -> Response:
     """The computed answer, kept in ``cache`` under ``key`` when it is small enough."""
-    result = compute()
+
+    def check() -> None:
+        if gone.is_set():
+            raise ClientGone
+
+    result = compute(check)
+    check()
     calls = request.state.calls_selected = result.call_ids.len()
     cut = result.truncated_from
     headers = {TRUNCATED: "true", SELECTED_CALLS: str(cut)} if cut is not None else None
     chunks = result.json_chunks()
     written, size = [], 0
     for chunk in chunks:
+        check()
         written.append(chunk)
         size += len(chunk)
         if size > cache.max_bytes:
@@ -162,7 +196,7 @@ async def trace_usage_route(
     """Per-call usage of the selected calls, each rolled up over its selected descendants."""
     principal.check(req.project_id)
 
-    def compute() -> UsageResult:
+    def compute(check: Check) -> UsageResult:
         f = req.filter
         calls, usage = store.load(
             req.project_id,
@@ -170,6 +204,7 @@ async def trace_usage_route(
             call_ids=(f.call_ids or None) if f else None,
             columns={*s.ANSWER_COLUMNS, *columns_read(req.filter, req.query)},
         )
+        check()
         prices = store.prices(req.project_id) if req.include_costs else None
         return trace_usage(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
@@ -191,9 +226,10 @@ async def calls_usage_route(
     """Usage of each requested call, rolled up over every call of its trace."""
     principal.check(req.project_id)
 
-    def compute() -> UsageResult:
+    def compute(check: Check) -> UsageResult:
         trace_ids = store.traces_of(req.project_id, req.call_ids) if req.call_ids else []
         calls, usage = _load_traces(store, req.project_id, trace_ids)
+        check()
         prices = store.prices(req.project_id) if req.include_costs else None
         return calls_usage(
             calls, req, usage=usage, prices=prices, summary_usage=settings.summary_usage
