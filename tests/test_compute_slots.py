@@ -38,6 +38,25 @@ def _until(condition: Any) -> bool:
     return True
 
 
+def _usage_scope(basic: bytes) -> dict[str, Any]:
+    """The ASGI scope of a ``POST /trace/usage`` sent with ``basic`` credentials, for
+    requests whose ``receive`` a test plays itself (a client that leaves)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/trace/usage",
+        "raw_path": b"/trace/usage",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"authorization", basic)],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+
 @pytest.fixture
 def held_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -117,21 +136,7 @@ def test_a_request_whose_client_left_while_it_waited_is_not_computed(held_app: A
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             first = asyncio.ensure_future(client.post("/trace/usage", content=body, auth=auth))
             assert await asyncio.to_thread(_until, lambda: len(computing) == 1)
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": "/trace/usage",
-                "raw_path": b"/trace/usage",
-                "query_string": b"",
-                "root_path": "",
-                "headers": [(b"host", b"t"), (b"authorization", basic)],
-                "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 80),
-            }
-            gone = asyncio.ensure_future(app(scope, receive, send))
+            gone = asyncio.ensure_future(app(_usage_scope(basic), receive, send))
             assert await asyncio.to_thread(_until, lambda: limiter.statistics().tasks_waiting == 1)
             release.set()
             await gone
@@ -193,23 +198,8 @@ def test_a_request_whose_client_leaves_while_it_is_computed_stops_at_the_next_st
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/trace/usage",
-        "raw_path": b"/trace/usage",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"t"), (b"authorization", basic)],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-
     async def scenario() -> None:
-        request = asyncio.ensure_future(app(scope, receive, send))
+        request = asyncio.ensure_future(app(_usage_scope(basic), receive, send))
         assert await asyncio.to_thread(reading.wait, WAIT_S)
         leave.set()
         await request
