@@ -48,7 +48,9 @@ from service.store_sql import (
     KIND,
     PRICE_COLS,
     STORED,
+    STORED_ENDED,
     STORED_SCHEMA,
+    STORED_TRACE,
     UPDATES,
     USAGE_COLS,
     part_kind,
@@ -142,10 +144,9 @@ def _restrict(path: Path) -> None:
                 file.chmod(_PRIVATE)
 
 
-def _writer_cursor(root: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """The writer's connection to the store's database (a cursor starts in DuckDB's
-    in-memory catalog, not in the attached file)."""
-    cur = root.cursor()
+def _in_store(cur: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """``cur`` pointed at the store's database: a cursor starts in DuckDB's in-memory
+    catalog, not in the attached file."""
     cur.execute(f"USE {_CATALOG}")
     return cur
 
@@ -162,7 +163,7 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     try:
         quoted = str(path).replace("'", "''")
         root.execute(f"ATTACH '{quoted}' AS {_CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
-        root.execute(f"USE {_CATALOG}")
+        _in_store(root)
     except duckdb.Error as err:
         root.close()
         raise _open_error(path, err) from err
@@ -222,7 +223,7 @@ class CallStore:
         self._root = _connect(path)
         self._spawn = threading.Lock()
         self._lock = threading.Lock()
-        self._writer = _writer_cursor(self._root)
+        self._writer = _in_store(self._root.cursor())
         try:
             migrate(self._writer)
         except BaseException:
@@ -289,7 +290,7 @@ class CallStore:
                 raise StoreUnavailableError(
                     f"the store is unusable ({self._broken}) and could not be reopened: {err}"
                 ) from err
-            self._root, self._writer = root, _writer_cursor(root)
+            self._root, self._writer = root, _in_store(root.cursor())
             self._broken = None
             self._version += 1
 
@@ -330,8 +331,7 @@ class CallStore:
         with self._spawn:
             cur = self._root.cursor()
         try:
-            cur.execute(f"USE {_CATALOG}")  # a cursor starts in DuckDB's in-memory catalog
-            return run(cur)
+            return run(_in_store(cur))
         except duckdb.Error as err:
             problem = self._problem(err, writing=False)
             if problem is None:
@@ -412,7 +412,7 @@ class CallStore:
                         "FROM staged_usage u LEFT JOIN staged_traces t "
                         "ON t.project_id = u.project_id AND t.id = u.id"
                     )
-                ended_before = stored.filter(pl.col(_STORED_ENDED)).select(_KEY)
+                ended_before = stored.filter(pl.col(STORED_ENDED)).select(_KEY)
                 starts = staged.filter(pl.col(KIND) == "start").select(_KEY)
                 if starts.join(ended_before, on=_KEY, how="semi").height:
                     # a start after its end: the stored usage rows learn the trace id (the
@@ -423,7 +423,7 @@ class CallStore:
                         "AND usage.trace_id IS DISTINCT FROM t.trace_id"
                     )
                 # the traces written: each call's trace before (it may have moved) and now
-                before = stored.select(s.PROJECT_ID, pl.col(_STORED_TRACE).alias(s.TRACE_ID))
+                before = stored.select(s.PROJECT_ID, pl.col(STORED_TRACE).alias(s.TRACE_ID))
                 return pl.concat([before, now.select(s.PROJECT_ID, s.TRACE_ID)])
             finally:
                 for name in (*_UPSERT_VIEWS, "staged_keys", "staged_usage", "staged_traces"):
@@ -650,7 +650,6 @@ def _slices(frame: pl.DataFrame, size: int) -> list[pl.DataFrame]:
 
 
 _KEY = [s.PROJECT_ID, s.ID]
-_STORED_TRACE, _STORED_ENDED = "stored_trace_id", "stored_ended"
 _UPSERT_VIEWS = ("staged_ids", "staged_new", "staged_stored")
 
 
@@ -684,13 +683,13 @@ def _as_written(staged: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
         .select(
             *_KEY,
             pl.when(end_only)
-            .then(pl.col(_STORED_TRACE))
+            .then(pl.col(STORED_TRACE))
             .otherwise(pl.col(s.TRACE_ID))
             .alias(s.TRACE_ID),
             (
                 pl.col(COMPLETE)
                 | pl.col(s.ENDED_AT).is_not_null()
-                | (start_only & pl.col(_STORED_ENDED).fill_null(False))
+                | (start_only & pl.col(STORED_ENDED).fill_null(False))
             ).alias("ended"),
         )
     )

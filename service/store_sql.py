@@ -32,11 +32,12 @@ STORED = (
     "SELECT calls.project_id, calls.id, calls.trace_id, calls.ended_at IS NOT NULL "
     f"FROM calls JOIN staged_ids p ON {_KEY}"
 )
+STORED_TRACE, STORED_ENDED = "stored_trace_id", "stored_ended"
 STORED_SCHEMA = {
     s.PROJECT_ID: pl.String,
     s.ID: pl.String,
-    "stored_trace_id": pl.String,
-    "stored_ended": pl.Boolean,
+    STORED_TRACE: pl.String,
+    STORED_ENDED: pl.Boolean,
 }
 INSERT_NEW = f"INSERT INTO calls ({_CALL_COLS}) SELECT {_CALL_COLS} FROM staged_new"
 _SIDES = {"both": (*START_COLUMNS, *END_COLUMNS), "start": START_COLUMNS, "end": END_COLUMNS}
